@@ -1,0 +1,117 @@
+"""One Settings object: explicit arguments > environment variables > defaults.
+
+MLflow's own environment names are honoured, so a user's existing shell set-up keeps working.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from .errors import ConfigError
+
+DEFAULT_A2A_URL = "http://localhost:8083/api/a2a/kagent/rh-analyze-simple/"
+DEFAULT_EXPERIMENT = "rh-analyze-mvp"
+DEFAULT_QUESTION = "In one sentence, what is OpenShift?"
+APP_NAME = "kagent-mlflow"
+
+_TRACKING_SCHEMES = {"http", "https", "file", "sqlite", "postgresql", "mysql", "databricks"}
+
+
+def default_home() -> Path:
+    """The tool's data directory: ``KAGENT_MLFLOW_HOME`` or the platform's user data dir."""
+    env = os.environ.get("KAGENT_MLFLOW_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_NAME, appauthor=False))
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+class Settings(BaseModel):
+    """Everything the logger needs to know. Secrets are ``SecretStr`` so they never print."""
+
+    model_config = ConfigDict(frozen=True)
+
+    a2a_url: str = DEFAULT_A2A_URL
+    tracking_uri: str | None = None
+    experiment_name: str = DEFAULT_EXPERIMENT
+    s3_endpoint_url: str | None = None
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    a2a_token: SecretStr | None = None
+    home: Path = Field(default_factory=default_home)
+    spool_dir: Path | None = None
+    timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Build settings from the environment, letting non-None ``overrides`` win."""
+        values: dict[str, object] = {
+            "a2a_url": _env("A2A_URL"),
+            "tracking_uri": _env("MLFLOW_TRACKING_URI"),
+            "experiment_name": _env("MLFLOW_EXPERIMENT", "MLFLOW_EXPERIMENT_NAME"),
+            "s3_endpoint_url": _env("MLFLOW_S3_ENDPOINT_URL"),
+            "aws_access_key_id": _env("AWS_ACCESS_KEY_ID"),
+            "aws_secret_access_key": _env("AWS_SECRET_ACCESS_KEY"),
+            "a2a_token": _env("A2A_TOKEN"),
+            "spool_dir": _env("KAGENT_MLFLOW_SPOOL_DIR"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when no tracking server is configured and we log to the local store."""
+        return not self.tracking_uri
+
+    @property
+    def effective_tracking_uri(self) -> str:
+        """The tracking URI actually used: the configured one, else the embedded SQLite store."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def embedded_artifact_root(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def effective_spool_dir(self) -> Path:
+        return self.spool_dir or self.home / "spool"
+
+    def validate_for_ask(self) -> None:
+        """Reject malformed URLs before any network call."""
+        check_http_url(self.a2a_url, "A2A URL")
+        if self.tracking_uri:
+            scheme = urlparse(self.tracking_uri).scheme
+            if scheme not in _TRACKING_SCHEMES and not Path(self.tracking_uri).is_absolute():
+                raise ConfigError(
+                    f"tracking URI {self.tracking_uri!r} has unsupported scheme {scheme!r}; "
+                    "use http(s)://host:port for a server, or leave it unset for the local store"
+                )
+        if self.s3_endpoint_url:
+            check_http_url(self.s3_endpoint_url, "S3 endpoint URL")
+
+
+def check_http_url(url: str, what: str) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{what} {url!r} is not an http(s) URL; give one like http://host:port/path/")
+
+
+def check_question(question: str | None) -> str:
+    if question is None or not question.strip():
+        raise ConfigError("the question is empty; pass the text to ask, e.g. kagent-mlflow ask 'What is Kubernetes?'")
+    return question

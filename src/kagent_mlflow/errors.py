@@ -1,0 +1,42 @@
+"""One exception hierarchy, each message a single line a user can act on."""
+
+from __future__ import annotations
+
+
+class KagentMlflowError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(KagentMlflowError):
+    """A setting is missing or malformed (bad URL, empty question, unknown scheme)."""
+
+
+class AgentError(KagentMlflowError):
+    """The A2A agent could not give an answer. ``url`` names the endpoint, ``cause`` says why."""
+
+    def __init__(self, url: str, cause: str, *, task_state: str | None = None, raw: object = None) -> None:
+        self.url = url
+        self.cause = cause
+        self.task_state = task_state
+        self.raw = raw
+        super().__init__(f"agent at {url}: {cause}")
+
+
+class AgentUnreachableError(AgentError):
+    """Nothing answered at the URL (connection refused, DNS failure)."""
+
+
+class AgentTimeoutError(AgentError):
+    """The agent did not answer within the timeout."""
+
+
+class AgentProtocolError(AgentError):
+    """The agent answered, but not with a usable A2A reply (HTTP error, non-JSON, JSON-RPC error)."""
+
+
+class AgentTaskError(AgentError):
+    """The agent answered with a task that ended without an answer (failed, rejected, canceled, input-required)."""
+
+
+class DeliveryError(KagentMlflowError):
+    """Writing an interaction to MLflow failed; the record is kept for replay."""
