@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .a2a.models import AgentReply
+
 
 class KagentMlflowError(Exception):
     """Base of every error this package raises on purpose."""
@@ -14,11 +19,20 @@ class ConfigError(KagentMlflowError):
 class AgentError(KagentMlflowError):
     """The A2A agent could not give an answer. ``url`` names the endpoint, ``cause`` says why."""
 
-    def __init__(self, url: str, cause: str, *, task_state: str | None = None, raw: object = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        cause: str,
+        *,
+        task_state: str | None = None,
+        raw: object = None,
+        reply: AgentReply | None = None,
+    ) -> None:
         self.url = url
         self.cause = cause
         self.task_state = task_state
         self.raw = raw
+        self.reply = reply  # what could be parsed (ids, state, usage) when the agent did answer
         super().__init__(f"agent at {url}: {cause}")
 
 
