@@ -1,3 +1,3 @@
 """Shared pytest set-up. Fixtures for real servers live in tests/support/ and are loaded as plugins."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.support.model_server"]
