@@ -1,3 +1,7 @@
 """Shared pytest set-up. Fixtures for real servers live in tests/support/ and are loaded as plugins."""
 
-pytest_plugins: list[str] = ["tests.support.model_server"]
+pytest_plugins: list[str] = [
+    "tests.support.model_server",
+    "tests.support.llama_stack",
+    "tests.support.mlflow_server",
+]
