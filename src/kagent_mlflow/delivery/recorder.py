@@ -1,0 +1,410 @@
+"""The non-blocking recorder: the live path hands a record over and returns; background threads deliver it.
+
+Life of a record:
+
+1. ``record()`` journals it to the spool without fsync (one ``write``: it survives the process being killed) and
+   puts it on a bounded queue. That is all the caller pays for (tens of microseconds).
+2. A syncer thread fsyncs the journal in batches; worker threads call ``sink.write`` with bounded retries and
+   exponential backoff, then ack the journal entry.
+3. If delivery keeps failing (MLflow down, 5xx) or the queue is full, the record simply stays in the journal; a
+   circuit opens so later records do not each wait through retries, and a retry thread drains the journal once
+   MLflow answers again. ``kagent-mlflow replay`` does the same on demand.
+
+``begin()`` is the other half: called when a question is sent, it asks a background thread to create the MLflow run
+at once (``sink.open_run``), so the run id is usually known by the time the answer arrives, without MLflow being on
+the live path. ``PendingRun.run_id(timeout)`` resolves it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..records import Interaction
+from .replay import replay
+from .sink import RunRefLike, Sink, is_retryable
+from .spool import Spool, SpoolEntry
+
+log = logging.getLogger("kagent_mlflow.delivery")
+
+_STOP = object()
+
+
+class PendingRun:
+    """The MLflow run being created in the background for one interaction."""
+
+    def __init__(self, interaction_id: str) -> None:
+        self.interaction_id = interaction_id
+        self._event = threading.Event()
+        self.ref: RunRefLike | None = None
+        self.error: str | None = None
+
+    def _resolve(self, ref: RunRefLike | None, error: str | None = None) -> None:
+        self.ref, self.error = ref, error
+        self._event.set()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> RunRefLike | None:
+        self._event.wait(timeout)
+        return self.ref
+
+    def run_id(self, timeout: float | None = None) -> str | None:
+        """The run id, waiting at most ``timeout`` s; None when MLflow could not be reached in time."""
+        ref = self.wait(timeout)
+        return ref.run_id if ref is not None else None
+
+
+class Delivery:
+    """The fate of one recorded interaction: delivered (``ref``) or kept in the spool (``spooled``)."""
+
+    def __init__(self, interaction_id: str) -> None:
+        self.interaction_id = interaction_id
+        self._event = threading.Event()
+        self.ref: RunRefLike | None = None
+        self.spooled = False
+        self.error: str | None = None
+
+    def _finish(self, ref: RunRefLike | None, error: str | None = None) -> None:
+        self.ref, self.error, self.spooled = ref, error, ref is None
+        self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the outcome is known (delivered or spooled)."""
+        return self._event.wait(timeout)
+
+    @property
+    def delivered(self) -> bool:
+        return self.ref is not None
+
+
+@dataclass
+class _Item:
+    interaction: Interaction
+    pending: PendingRun | None
+    entry: SpoolEntry | None
+    ticket: Delivery
+
+
+@dataclass
+class RecorderStats:
+    recorded: int = 0
+    delivered: int = 0
+    spooled: int = 0
+    replayed: int = 0
+
+
+class Recorder:
+    """Bounded queue + worker threads + spool. ``flush``/``close`` are explicit and also run at interpreter exit."""
+
+    def __init__(
+        self,
+        sink_factory: Callable[[], Sink],
+        spool: Spool,
+        *,
+        workers: int = 4,
+        queue_size: int = 1000,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        retry_interval: float = 15.0,
+        retry_gap: float = 1.0,
+        open_run_wait: float = 60.0,
+        exit_timeout: float = 10.0,
+        drain_on_start: bool = True,
+    ) -> None:
+        self._sink_factory = sink_factory
+        self._sink: Sink | None = None
+        self._sink_lock = threading.Lock()
+        self.spool = spool
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.retry_interval = retry_interval
+        self.retry_gap = retry_gap
+        self.open_run_wait = open_run_wait
+        self.exit_timeout = exit_timeout
+        self.stats = RecorderStats()
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._open_queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._cv = threading.Condition()
+        self._outstanding = 0
+        self._stranded: set[str] = set()  # ids this process left in the spool and has not delivered since
+        self._hopeless: set[str] = set()  # ids the sink rejected for good: the retry loop skips them
+        self._down_until = 0.0
+        self._stop = threading.Event()
+        self._wake_retry = threading.Event()
+        self._wake_sync = threading.Event()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._drain_pending = drain_on_start
+        self._threads = [self._start(self._work, f"kagent-mlflow-deliver-{i}") for i in range(max(1, workers))]
+        self._threads += [self._start(self._open_runs, f"kagent-mlflow-open-run-{i}") for i in range(2)]
+        self._threads.append(self._start(self._sync_loop, "kagent-mlflow-spool-sync"))
+        self._threads.append(self._start(self._retry_loop, "kagent-mlflow-retry"))
+        atexit.register(self._atexit)
+
+    @staticmethod
+    def _start(target: Callable[[], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    # ---- live-path API ------------------------------------------------------------------------------------
+
+    def begin(self, stub: Interaction) -> PendingRun:
+        """Start creating the run for ``stub.interaction_id`` in the background; returns at once."""
+        pending = PendingRun(stub.interaction_id)
+        if self._closed or self._circuit_open():
+            pending._resolve(None, "MLflow unreachable; the run is created when the record is delivered")
+            return pending
+        try:
+            self._open_queue.put_nowait((stub, pending))
+        except queue.Full:
+            pending._resolve(None, "too many runs being opened; the run is created when the record is delivered")
+        return pending
+
+    def record(self, interaction: Interaction, pending_run: PendingRun | None = None) -> Delivery:
+        """Journal the record and queue it for delivery; never blocks on MLflow and never drops the record."""
+        ticket = Delivery(interaction.interaction_id)
+        with self._cv:
+            self.stats.recorded += 1
+        if self._closed:
+            self._spool_synchronously(interaction, ticket)
+            return ticket
+        entry: SpoolEntry | None = None
+        try:
+            entry = self.spool.append(interaction, sync=False)
+            self._wake_sync.set()
+        except OSError as err:
+            log.warning("could not write the spool at %s (%s); delivering from memory only", self.spool.directory, err)
+        item = _Item(interaction, pending_run, entry, ticket)
+        with self._cv:
+            self._outstanding += 1
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._leave_in_spool(item, "delivery queue full", retryable=True)
+        return ticket
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record so far is delivered or spooled. True when all of them reached MLflow."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self._outstanding > 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cv.wait(remaining)
+            done = self._outstanding == 0 and not self._stranded
+        self.spool.sync()
+        return done
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush (bounded by ``timeout``, default ``exit_timeout``), stop the threads, release the spool.
+
+        Whatever was not delivered stays in the spool for ``kagent-mlflow replay``. Safe to call twice.
+        """
+        with self._close_lock:
+            if self._closed:
+                return not self._stranded
+            self._closed = True
+        ok = self.flush(self.exit_timeout if timeout is None else timeout)
+        self._stop.set()
+        self._wake_retry.set()
+        self._wake_sync.set()
+        for q, count in ((self._queue, self._count("deliver")), (self._open_queue, self._count("open-run"))):
+            for _ in range(count):
+                try:
+                    q.put_nowait(_STOP)
+                except queue.Full:
+                    break
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=0.5)
+        self.spool.close()
+        sink_close = getattr(self._sink, "close", None)
+        if callable(sink_close):
+            try:
+                sink_close()
+            except Exception:  # closing is best effort
+                log.debug("sink close failed", exc_info=True)
+        atexit.unregister(self._atexit)
+        return ok
+
+    @property
+    def backlog(self) -> int:
+        """Records handed over but not yet delivered or spooled."""
+        with self._cv:
+            return self._outstanding
+
+    def _count(self, kind: str) -> int:
+        return sum(1 for t in self._threads if kind in t.name)
+
+    def _atexit(self) -> None:
+        self.close()
+
+    # ---- background -------------------------------------------------------------------------------------
+
+    def _get_sink(self) -> Sink:
+        if self._sink is None:
+            with self._sink_lock:
+                if self._sink is None:
+                    self._sink = self._sink_factory()
+        return self._sink
+
+    def _circuit_open(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _trip(self) -> None:
+        self._down_until = time.monotonic() + self.retry_interval
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            assert isinstance(item, _Item)
+            try:
+                self._deliver(item)
+            except Exception as err:  # never let a worker die; the record stays spooled
+                log.exception("unexpected error delivering %s", item.interaction.interaction_id)
+                self._leave_in_spool(item, f"unexpected error: {err}", retryable=True)
+
+    def _deliver(self, item: _Item) -> None:
+        error: BaseException | None = None
+        for attempt in range(self.attempts):
+            if self._circuit_open() or self._stop.is_set():
+                break
+            if attempt and self._stop.wait(self.backoff * 2 ** (attempt - 1)):
+                break
+            try:
+                run_id = item.pending.run_id(self.open_run_wait) if item.pending else None
+                ref = self._get_sink().write(item.interaction, run_id=run_id)
+            except Exception as err:
+                error = err
+                log.debug("delivery attempt %d of %s failed: %s", attempt + 1, item.interaction.interaction_id, err)
+                if not is_retryable(err):
+                    break
+                continue
+            self._delivered(item, ref)
+            return
+        if error is None:
+            self._leave_in_spool(item, "MLflow unreachable (retrying in the background)", retryable=True)
+            return
+        retryable = is_retryable(error)
+        if retryable:
+            self._trip()
+        self._leave_in_spool(item, str(error), retryable=retryable)
+
+    def _delivered(self, item: _Item, ref: RunRefLike) -> None:
+        self._down_until = 0.0
+        if item.entry is not None:
+            self.spool.ack(item.entry)
+        item.ticket._finish(ref)
+        with self._cv:
+            self.stats.delivered += 1
+            self._outstanding -= 1
+            self._cv.notify_all()
+
+    def _leave_in_spool(self, item: _Item, reason: str, *, retryable: bool) -> None:
+        interaction_id = item.interaction.interaction_id
+        if item.entry is None:
+            log.error("record %s could not be delivered nor spooled (%s)", interaction_id, reason)
+        else:
+            self.spool.give_up(item.entry)
+            log.warning("record %s kept in the spool at %s: %s", interaction_id, self.spool.directory, reason)
+        item.ticket._finish(None, reason)
+        with self._cv:
+            self.stats.spooled += 1
+            self._outstanding -= 1
+            if item.entry is not None:
+                self._stranded.add(interaction_id)
+            if not retryable:
+                self._hopeless.add(interaction_id)
+            self._cv.notify_all()
+        self._drain_pending = True
+        self._wake_retry.set()
+
+    def _spool_synchronously(self, interaction: Interaction, ticket: Delivery) -> None:
+        try:
+            entry = self.spool.append(interaction, sync=True)
+            self.spool.give_up(entry)
+            self.spool.rotate()
+            ticket._finish(None, "recorder closed; kept in the spool")
+        except OSError as err:
+            log.error("recorder closed and spool unwritable; record %s lost: %s", interaction.interaction_id, err)
+            ticket._finish(None, str(err))
+
+    def _open_runs(self) -> None:
+        while True:
+            job = self._open_queue.get()
+            if job is _STOP:
+                return
+            stub, pending = job  # type: ignore[misc]
+            if self._circuit_open():
+                pending._resolve(None, "MLflow unreachable")
+                continue
+            try:
+                pending._resolve(self._get_sink().open_run(stub))
+            except Exception as err:
+                log.debug("open_run for %s failed: %s", stub.interaction_id, err)
+                pending._resolve(None, str(err))
+
+    def _sync_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake_sync.wait()
+            self._wake_sync.clear()
+            try:
+                self.spool.sync()
+            except OSError as err:
+                log.warning("spool fsync failed: %s", err)
+
+    def _retry_loop(self) -> None:
+        """Drain the spool when records wait there and MLflow looks reachable; idle otherwise."""
+        next_try = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            due = max(next_try, self._down_until)
+            if self._drain_pending and now >= due:
+                try:
+                    self._drain()
+                except Exception as err:
+                    log.warning("background spool retry failed: %s", err)
+                    self._trip()
+                next_try = time.monotonic() + self.retry_gap
+                continue
+            self._wake_retry.wait(due - now if self._drain_pending else self.retry_interval)
+            self._wake_retry.clear()
+
+    def _drain(self) -> None:
+        if self.spool.own_given_up:
+            self.spool.rotate()  # lets segments holding given-up records settle and become drainable
+        if not self.spool.claimable_segments():
+            self._drain_pending = self.spool.own_given_up > 0
+            return
+        with self._cv:
+            skip = set(self._hopeless)
+        sink = self._get_sink()
+        report = replay(self.spool, sink, workers=2, stop=self._stop, skip=skip, on_delivered=self._replayed, total=0)
+        if report.stopped_on_outage:
+            self._trip()
+            return
+        with self._cv:
+            if self.spool.own_given_up == 0:
+                # Everything claimable was tried: what is still "stranded" was rejected for good or delivered
+                # by another process (a concurrent replay).
+                self._stranded &= self._hopeless
+                self._drain_pending = False
+            self._cv.notify_all()
+
+    def _replayed(self, interaction_id: str) -> None:
+        self._down_until = 0.0
+        with self._cv:
+            self.stats.replayed += 1
+            self._stranded.discard(interaction_id)
+            self._cv.notify_all()

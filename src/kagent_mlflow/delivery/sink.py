@@ -1,0 +1,40 @@
+"""What the delivery layer needs from a sink: two calls, both idempotent by ``interaction_id``.
+
+The MLflow sink (``kagent_mlflow.sinks.mlflow.MlflowSink``) satisfies this; unit tests use an in-process fake.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ..records import Interaction
+
+
+class RunRefLike(Protocol):
+    """Where a record landed (``sinks.mlflow.RunRef`` is one)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def url(self) -> str | None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    def open_run(self, interaction: Interaction) -> RunRefLike:
+        """Create (or find) the run for ``interaction.interaction_id``: one cheap round trip."""
+        ...
+
+    def write(self, interaction: Interaction, run_id: str | None = None) -> RunRefLike:
+        """Write everything; completes or replaces a run left half-written, never duplicates it."""
+        ...
+
+
+def is_retryable(err: BaseException) -> bool:
+    """Whether trying again later can help (server down, 5xx, timeouts) rather than the record being unusable."""
+    for name in ("retryable", "transient", "retriable"):
+        value = getattr(err, name, None)
+        if isinstance(value, bool):
+            return value
+    return True
