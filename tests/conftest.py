@@ -4,4 +4,5 @@ pytest_plugins: list[str] = [
     "tests.support.model_server",
     "tests.support.llama_stack",
     "tests.support.mlflow_server",
+    "tests.support.agent_server",
 ]

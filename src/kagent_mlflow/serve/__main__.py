@@ -1,0 +1,62 @@
+"""``python -m kagent_mlflow.serve --host H --port P``: run the Agent Server with uvicorn.
+
+Prints ``READY http://H:P`` once it listens (port 0 = a free port chosen by the OS), which tests and scripts wait for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import KagentMlflowError
+from .config import ServeConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kagent_mlflow.serve",
+        description="Serve the kagent-mlflow agent with MLflow Agent Server (/invocations, /responses, /health).",
+    )
+    parser.add_argument("--host", help="interface to bind (default 127.0.0.1; env KAGENT_MLFLOW_SERVE_HOST)")
+    parser.add_argument("--port", type=int, help="port (default 8000, 0 = any free port; env KAGENT_MLFLOW_SERVE_PORT)")
+    parser.add_argument("--agent", help="module:attribute of a ResponsesAgent or factory (env KAGENT_MLFLOW_AGENT)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI for traces (env MLFLOW_TRACKING_URI)")
+    parser.add_argument("--experiment", help="MLflow experiment for traces (env MLFLOW_EXPERIMENT_NAME)")
+    parser.add_argument("--no-tracing", action="store_true", help="do not record MLflow traces")
+    parser.add_argument(
+        "--blocking", action="store_true", help="register the sync predict directly (benchmark baseline only)"
+    )
+    parser.add_argument("--log-level", help="uvicorn log level (default info)")
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None) -> ServeConfig:
+    args = build_parser().parse_args(argv)
+    return ServeConfig.from_env(
+        host=args.host,
+        port=args.port,
+        agent=args.agent,
+        tracking_uri=args.tracking_uri,
+        experiment_name=args.experiment,
+        tracing=False if args.no_tracing else None,
+        blocking=True if args.blocking else None,
+        log_level=args.log_level,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = config_from_args(argv)
+        from .runner import run
+
+        run(config)
+    except KagentMlflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

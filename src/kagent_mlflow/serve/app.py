@@ -1,0 +1,72 @@
+"""Build the ASGI app: MLflow's ``AgentServer("ResponsesAgent")`` around our agent, with clear errors.
+
+Routes (from MLflow): ``POST /invocations`` and ``POST /responses`` (OpenAI Responses format; ``"stream": true``
+for server-sent events), ``GET /health``, ``GET /agent/info``.
+
+For uvicorn: ``uvicorn --factory kagent_mlflow.serve.app:create_app`` or ``uvicorn kagent_mlflow.serve.asgi:app``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from ..errors import ConfigError
+from .config import ServeConfig
+from .handlers import async_handlers, blocking_handlers
+from .middleware import ErrorMiddleware
+from .tracing import configure_tracing
+
+logger = logging.getLogger("kagent_mlflow.serve")
+
+
+def create_app(agent: Any = None, config: ServeConfig | None = None) -> Any:
+    """The FastAPI app serving ``agent`` (default: ``config.agent``, else the built-in Llama Stack agent)."""
+    from mlflow.genai.agent_server import AgentServer
+    from mlflow.genai.agent_server import server as agent_server_module
+
+    config = config or ServeConfig.from_env()
+    configure_tracing(config)
+    if agent is None:
+        agent = load_agent(config.agent)
+    if config.blocking:
+        invoke, stream = blocking_handlers(agent)
+    else:
+        invoke, stream = async_handlers(agent, config.request_timeout)
+
+    # MLflow keeps the registered functions in module globals and refuses a second registration; one app per
+    # process is the normal case, but tests and benchmarks build several, so clear them first.
+    agent_server_module._invoke_function = None
+    agent_server_module._stream_function = None
+    agent_server_module.invoke()(invoke)
+    agent_server_module.stream()(stream)
+
+    server = AgentServer("ResponsesAgent")
+    app = server.app
+    app.title = "kagent-mlflow Agent Server"
+    app.add_middleware(ErrorMiddleware)
+    app.state.agent = agent
+    app.state.config = config
+    mode = "blocking" if config.blocking else "async"
+    logger.info("serving %s (%s handlers), traces to %s", type(agent).__name__, mode, config.tracking_uri)
+    return app
+
+
+def load_agent(spec: str | None) -> Any:
+    """The agent named by ``spec`` (``"module:attribute"``, an instance or a zero-argument factory), or the default."""
+    if not spec:
+        from ..agent import default_agent  # the built-in agent, configured from LLAMA_STACK_* variables
+
+        return default_agent()
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"agent {spec!r} is not 'module:attribute'; e.g. KAGENT_MLFLOW_AGENT=my_agents:build_agent")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load agent {spec!r}: {exc}") from None
+    agent = target() if callable(target) and not hasattr(target, "predict") else target
+    if not hasattr(agent, "predict") or not hasattr(agent, "predict_stream"):
+        raise ConfigError(f"agent {spec!r} has no predict/predict_stream; give a ResponsesAgent instance or factory")
+    return agent

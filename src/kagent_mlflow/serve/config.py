@@ -1,0 +1,93 @@
+"""Run configuration of the Agent Server: flags > environment variables > defaults.
+
+The model side (``LLAMA_STACK_BASE_URL``, ``LLAMA_STACK_MODEL``, ``LLAMA_STACK_API_KEY``) is read by the agent itself;
+this object holds what the server needs: where it listens, where traces go and how requests are run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from ..config import DEFAULT_EXPERIMENT, Settings
+from ..errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_REQUEST_TIMEOUT = 300.0
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number of seconds") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What ``kagent-mlflow serve`` and ``python -m kagent_mlflow.serve`` run with."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    tracking_uri: str | None = None
+    experiment_name: str = DEFAULT_EXPERIMENT
+    tracing: bool = True
+    # "module:attribute" naming a ResponsesAgent instance or a zero-argument factory; None = the built-in agent.
+    agent: str | None = None
+    # Benchmarks only: register the agent's synchronous predict directly, as a naive server would.
+    blocking: bool = False
+    # Upper bound on one request; past it the client gets 504 instead of waiting forever.
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServeConfig:
+        """Read ``KAGENT_MLFLOW_SERVE_*`` and MLflow's own variables; non-None ``overrides`` win."""
+        settings = Settings.from_env()
+        values: dict[str, object] = {
+            "host": os.environ.get("KAGENT_MLFLOW_SERVE_HOST") or DEFAULT_HOST,
+            "port": _port(os.environ.get("KAGENT_MLFLOW_SERVE_PORT") or DEFAULT_PORT),
+            "tracking_uri": settings.effective_tracking_uri,
+            "experiment_name": settings.experiment_name,
+            "tracing": _env_bool("KAGENT_MLFLOW_TRACING", True),
+            "agent": os.environ.get("KAGENT_MLFLOW_AGENT") or None,
+            "blocking": _env_bool("KAGENT_MLFLOW_SERVE_BLOCKING", False),
+            "request_timeout": _env_float("KAGENT_MLFLOW_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT),
+            "log_level": os.environ.get("KAGENT_MLFLOW_LOG_LEVEL") or "info",
+        }
+        config = cls(**values)  # type: ignore[arg-type]
+        return config.with_overrides(**overrides)
+
+    def with_overrides(self, **overrides: object) -> ServeConfig:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "port" in given:
+            given["port"] = _port(given["port"])
+        return replace(self, **given)  # type: ignore[arg-type]
+
+
+def _port(value: object) -> int:
+    try:
+        port = int(str(value))
+    except ValueError:
+        raise ConfigError(f"port {value!r} is not a number; give one like 8000") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port {port} is out of range; use 0-65535 (0 = any free port)")
+    return port
