@@ -5,11 +5,13 @@ The live path (ask the agent) never depends on MLflow: whatever happens to loggi
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .config import Settings, check_question
-from .errors import AgentError, DeliveryError
+from .errors import AgentError
 from .records import Interaction, new_interaction_id
 
 
@@ -18,9 +20,61 @@ class QuestionResult(dict):
 
     Keys: ``answer``, ``run_id``, ``response`` (raw A2A reply), ``latency_ms``, ``interaction_id``, ``status``,
     ``agent``, ``usage``, ``task_id``, ``context_id``, ``run_url``, ``logging_error``.
+
+    ``run_id``, ``run_url`` and ``logging_error`` resolve on first read (of those keys, or of the whole dict):
+    the run is created in the background while the agent is answering, so reading them usually does not wait;
+    when MLflow is slow they wait at most ``run_id_timeout`` s, and when it is unreachable ``run_id`` is None and
+    ``logging_error`` says where the record was kept.
     """
 
     interaction: Interaction
+    delivery: Any = None  # delivery.Delivery: the record's fate (delivered / spooled)
+
+    _LAZY = frozenset({"run_id", "run_url", "logging_error"})
+
+    def __init__(self, *args: Any, resolve: Callable[[], dict[str, Any]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resolve_fn = resolve
+        self._resolve_lock = threading.Lock()
+
+    def resolve(self) -> QuestionResult:
+        """Fill the run keys now (waits at most the logger's ``run_id_timeout``)."""
+        if self._resolve_fn is not None:
+            with self._resolve_lock:
+                if self._resolve_fn is not None:
+                    dict.update(self, self._resolve_fn())
+                    self._resolve_fn = None
+        return self
+
+    def __getitem__(self, key: Any) -> Any:
+        if key in self._LAZY:
+            self.resolve()
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key in self._LAZY:
+            self.resolve()
+        return super().get(key, default)
+
+    def __iter__(self) -> Iterator[Any]:
+        return super().__iter__()
+
+    def items(self) -> Any:
+        return super(QuestionResult, self.resolve()).items()
+
+    def values(self) -> Any:
+        return super(QuestionResult, self.resolve()).values()
+
+    def copy(self) -> dict[str, Any]:
+        return dict(self.resolve().items())
+
+    def __repr__(self) -> str:
+        return super(QuestionResult, self.resolve()).__repr__()
+
+    def __eq__(self, other: object) -> bool:
+        return super(QuestionResult, self.resolve()).__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class KagentMLflowLogger:
@@ -41,6 +95,8 @@ class KagentMLflowLogger:
         *,
         a2a_token: str | None = None,
         settings: Settings | None = None,
+        flush_timeout: float = 10.0,
+        run_id_timeout: float = 10.0,
     ) -> None:
         self.settings = settings or Settings.from_env(
             tracking_uri=mlflow_tracking_uri,
@@ -54,6 +110,10 @@ class KagentMLflowLogger:
         self.settings.validate_for_ask()
         self._agent_client: Any = None
         self._sink: Any = None
+        self._recorder: Any = None
+        self._recorder_lock = threading.Lock()
+        self.flush_timeout = flush_timeout  # how long close() (and interpreter exit) waits for delivery
+        self.run_id_timeout = run_id_timeout  # how long reading result["run_id"] may wait for MLflow
 
     # Seed-compatible attribute names.
     @property
@@ -87,15 +147,44 @@ class KagentMLflowLogger:
             self._sink = MlflowSink(self.settings)
         return self._sink
 
-    def send_question(self, question: str, run_name: str | None = None, timeout: float = 120) -> QuestionResult:
-        """Ask the agent, log the interaction, return the seed's result dict.
+    def _get_recorder(self) -> Any:
+        """The background deliverer (created on first use; MLflow itself is imported by its threads)."""
+        if self._recorder is None:
+            with self._recorder_lock:
+                if self._recorder is None:
+                    from .delivery import Recorder, Spool
 
-        Raises ``AgentError`` (after logging a failed run) when the agent gives no answer; the exception carries
-        ``interaction`` and ``run_id`` so nothing is lost.
+                    self._recorder = Recorder(
+                        self._mlflow_sink,
+                        Spool(self.settings.effective_spool_dir),
+                        workers=1 if self.settings.is_embedded else 4,  # one writer for the local SQLite store
+                        exit_timeout=self.flush_timeout,
+                    )
+        return self._recorder
+
+    def send_question(self, question: str, run_name: str | None = None, timeout: float = 120) -> QuestionResult:
+        """Ask the agent and return the seed's result dict as soon as the answer is parsed.
+
+        The interaction is handed to the background recorder (journaled to the spool, delivered to MLflow off the
+        live path); its run is created concurrently with the A2A request. Raises ``AgentError`` when the agent gives
+        no answer; the failed interaction is recorded too and the exception carries ``interaction``, ``result``,
+        ``run_id``, ``run_url`` and ``logging_error`` so nothing is lost.
         """
         question = check_question(question)
+        recorder = self._get_recorder()
         interaction_id = new_interaction_id()
         started_at_ms = int(time.time() * 1000)
+        pending = recorder.begin(
+            Interaction(
+                interaction_id=interaction_id,
+                question=question,
+                agent_name=agent_name_from_url(self.settings.a2a_url),
+                a2a_url=self.settings.a2a_url,
+                started_at_ms=started_at_ms,
+                experiment_name=self.settings.experiment_name,
+                run_name=run_name,
+            )
+        )
         t0 = time.perf_counter()
         try:
             reply = self._client().ask(question, timeout=timeout)
@@ -103,8 +192,9 @@ class KagentMLflowLogger:
             latency_ms = (time.perf_counter() - t0) * 1000
             interaction = _failed_interaction(self.settings, question, err, interaction_id, started_at_ms, latency_ms)
             interaction.run_name = run_name
-            result = self._log(interaction)
+            result = self._log(interaction, pending)
             err.interaction = interaction  # type: ignore[attr-defined]
+            err.result = result  # type: ignore[attr-defined]
             err.run_id = result["run_id"]  # type: ignore[attr-defined]
             err.run_url = result["run_url"]  # type: ignore[attr-defined]
             err.logging_error = result["logging_error"]  # type: ignore[attr-defined]
@@ -128,18 +218,28 @@ class KagentMLflowLogger:
             experiment_name=self.settings.experiment_name,
             run_name=run_name,
         )
-        return self._log(interaction)
+        return self._log(interaction, pending)
 
-    def _log(self, interaction: Interaction) -> QuestionResult:
-        run_id = run_url = logging_error = None
-        try:
-            ref = self._mlflow_sink().write(interaction)
-            run_id, run_url = ref.run_id, ref.url
-        except DeliveryError as err:
-            logging_error = str(err)
+    def _log(self, interaction: Interaction, pending: Any) -> QuestionResult:
+        """Hand the record to the recorder (returns at once) and build the result with lazily resolved run keys."""
+        delivery = self._get_recorder().record(interaction, pending)
+        spool_dir = self.settings.effective_spool_dir
+        timeout = self.run_id_timeout
+
+        def resolve() -> dict[str, Any]:
+            deadline = time.monotonic() + timeout
+            ref = pending.wait(timeout) if pending is not None else None
+            if ref is None:
+                delivery.wait(max(deadline - time.monotonic(), 0.0))
+                ref = delivery.ref
+            if ref is not None:
+                return {"run_id": ref.run_id, "run_url": ref.url, "logging_error": None}
+            reason = delivery.error or (pending.error if pending is not None else None) or "not delivered yet"
+            return {"run_id": None, "run_url": None, "logging_error": f"{reason}; record kept in the spool {spool_dir}"}
+
         result = QuestionResult(
             answer=interaction.answer,
-            run_id=run_id,
+            run_id=None,
             response=interaction.raw_response,
             latency_ms=interaction.latency_ms,
             interaction_id=interaction.interaction_id,
@@ -148,21 +248,35 @@ class KagentMLflowLogger:
             usage=interaction.usage,
             task_id=interaction.task_id,
             context_id=interaction.context_id,
-            run_url=run_url,
-            logging_error=logging_error,
+            run_url=None,
+            logging_error=None,
+            resolve=resolve,
         )
         result.interaction = interaction
+        result.delivery = delivery
         return result
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every recorded interaction has been delivered (or spooled)."""
-        return True
+        """Wait (at most ``timeout`` s) until every recorded interaction is delivered or spooled.
 
-    def close(self) -> None:
-        """Release connections. Safe to call twice."""
+        True when all of them reached MLflow; False when some wait in the spool (they are retried in the background
+        and by ``kagent-mlflow replay``).
+        """
+        if self._recorder is None:
+            return True
+        return self._recorder.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush (at most ``timeout``, default ``flush_timeout`` s), stop the background threads, release
+        connections. Undelivered records stay in the spool. Safe to call twice; also runs at interpreter exit."""
+        ok = True
+        if self._recorder is not None:
+            ok = self._recorder.close(self.flush_timeout if timeout is None else timeout)
+            self._recorder = None  # a later send_question starts a fresh recorder
         if self._agent_client is not None:
             self._agent_client.close()
             self._agent_client = None
+        return ok
 
     def __enter__(self) -> KagentMLflowLogger:
         return self

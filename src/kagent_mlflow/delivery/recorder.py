@@ -69,10 +69,11 @@ class Delivery:
         self._event = threading.Event()
         self.ref: RunRefLike | None = None
         self.spooled = False
+        self.rejected = False  # the sink refused the record for good: replaying it as is will not help
         self.error: str | None = None
 
-    def _finish(self, ref: RunRefLike | None, error: str | None = None) -> None:
-        self.ref, self.error, self.spooled = ref, error, ref is None
+    def _finish(self, ref: RunRefLike | None, error: str | None = None, *, rejected: bool = False) -> None:
+        self.ref, self.error, self.spooled, self.rejected = ref, error, ref is None, rejected
         self._event.set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -318,7 +319,7 @@ class Recorder:
         else:
             self.spool.give_up(item.entry)
             log.warning("record %s kept in the spool at %s: %s", interaction_id, self.spool.directory, reason)
-        item.ticket._finish(None, reason)
+        item.ticket._finish(None, reason, rejected=not retryable)
         with self._cv:
             self.stats.spooled += 1
             self._outstanding -= 1

@@ -1,0 +1,92 @@
+"""The logger's wiring to the recorder: the answer comes back before MLflow is touched; run keys resolve later."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from kagent_mlflow.a2a.models import AgentReply
+from kagent_mlflow.config import Settings
+from kagent_mlflow.errors import AgentTaskError
+from kagent_mlflow.logger import KagentMLflowLogger
+
+from .test_delivery_recorder import FakeSink
+
+
+class FakeAgent:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    def ask(self, question: str, timeout: float = 120) -> AgentReply:
+        reply = AgentReply(
+            answer=f"echo {question}",
+            agent_name="agent",
+            url="http://127.0.0.1:1/",
+            protocol_version="1.0",
+            usage={"promptTokenCount": 3},
+        )
+        if self.fail:
+            raise AgentTaskError("http://127.0.0.1:1/", "task failed", task_state="failed", reply=reply)
+        return reply
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def make_logger(tmp_path: Path):
+    made: list[KagentMLflowLogger] = []
+
+    def factory(sink: FakeSink, agent: FakeAgent | None = None) -> KagentMLflowLogger:
+        settings = Settings(a2a_url="http://127.0.0.1:1/api/a2a/ns/agent/", home=tmp_path, tracking_uri="http://x:1")
+        logger = KagentMLflowLogger(settings=settings, run_id_timeout=5)
+        logger._agent_client = agent or FakeAgent()
+        logger._sink = sink
+        made.append(logger)
+        return logger
+
+    yield factory
+    for logger in made:
+        logger.close(timeout=1)
+
+
+def test_answer_returns_while_mlflow_is_blocked_and_run_id_is_the_real_one(make_logger) -> None:
+    sink = FakeSink()
+    sink.gate = threading.Event()  # writes hang until released: the answer must not wait for them
+    logger = make_logger(sink)
+    result = logger.send_question("hi")
+    assert result.delivery.wait(0.05) is False
+    assert dict.__getitem__(result, "answer") == "echo hi"
+    run_id = result["run_id"]  # resolved from the run opened during the request, while writes still hang
+    assert run_id == sink.runs[result["interaction_id"]]["run_id"]
+    sink.gate.set()
+    assert logger.flush(5) is True
+    assert result.delivery.ref.run_id == run_id and len(sink.runs) == 1
+    assert json.loads(json.dumps(result, default=str))["run_id"] == run_id
+    assert dict(result)["run_id"] == run_id
+
+
+def test_mlflow_down_gives_the_answer_and_says_where_the_record_is(make_logger, tmp_path: Path) -> None:
+    sink = FakeSink()
+    sink.down = True
+    logger = make_logger(sink)
+    result = logger.send_question("hi")
+    assert result["answer"] == "echo hi"
+    assert result["run_id"] is None
+    assert str(tmp_path / "spool") in result["logging_error"]
+    assert logger.close(timeout=2) is False
+    assert logger.close() is True  # second close: nothing left to do
+
+
+def test_agent_failure_is_recorded_and_raised_with_the_run(make_logger) -> None:
+    sink = FakeSink()
+    logger = make_logger(sink, FakeAgent(fail=True))
+    with pytest.raises(AgentTaskError) as info:
+        logger.send_question("hi")
+    assert logger.flush(5)
+    err = info.value
+    assert err.run_id == sink.runs[err.interaction.interaction_id]["run_id"]
+    assert err.interaction.status == "error" and sink.complete() == 1
