@@ -12,6 +12,8 @@ reset before the test); both give a :class:`ModelServerClient` whose ``.url`` is
 OpenAI API
 ----------
 - ``GET /v1/models`` -> ``{"object": "list", "data": [{"id": "scripted-model", "object": "model", ...}]}``
+  (``models`` entries may also be whole objects, e.g. Llama Stack's
+  ``{"id": "vllm/x", "custom_metadata": {"model_type": "llm"}}``)
 - ``POST /v1/chat/completions`` non-streaming, or streaming with ``"stream": true`` (SSE ``data:`` chunks ending with
   ``data: [DONE]``). Streamed text arrives word by word; tool calls arrive as a header chunk (id, name) followed by
   the arguments in two pieces. With ``stream_options.include_usage`` a final chunk with ``choices: []`` and ``usage``
@@ -216,7 +218,7 @@ class Script:
         self.uses: list[int] = [0] * len(self.rules)
         self.delay_ms: float = float(self._initial["delay_ms"])
         self.chunk_delay_ms: float = 0.0
-        self.models: list[str] = list(self._initial["models"])
+        self.models: list[Any] = list(self._initial["models"])
         self.default_reply = DEFAULT_REPLY
         self.default_tool_reply = DEFAULT_TOOL_REPLY
 
@@ -244,7 +246,7 @@ class Script:
                 if key in payload:
                     setattr(self, key, str(payload[key]))
             if "models" in payload:
-                self.models = [str(m) for m in payload["models"]]
+                self.models = [m if isinstance(m, dict) else str(m) for m in payload["models"]]
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -388,8 +390,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"status": "ok"})
         elif path == "/v1/models":
             self._record(None)
-            models = script.snapshot()["models"]
-            data = [{"id": m, "object": "model", "created": CREATED, "owned_by": "kagent-mlflow-tests"} for m in models]
+            data = [
+                {"object": "model", "created": CREATED, "owned_by": "kagent-mlflow-tests", **m}
+                if isinstance(m, dict)
+                else {"id": m, "object": "model", "created": CREATED, "owned_by": "kagent-mlflow-tests"}
+                for m in script.snapshot()["models"]
+            ]
             self._send(200, {"object": "list", "data": data})
         elif path == "/_requests":
             with script._lock:

@@ -31,7 +31,7 @@ Multi-agent: ``specialist.as_tool()`` turns an agent into a tool of a supervisor
 :func:`supervisor` builds one. Sub-agent spans nest inside the caller's trace and their tokens count in its usage.
 """
 
-from .agent import DEFAULT_MAX_STEPS, LlamaStackAgent
+from .agent import DEFAULT_MAX_STEPS, LlamaStackAgent, final_text
 from .config import ModelConfig
 from .errors import ModelError, ModelProtocolError, ModelTimeoutError, ModelUnreachableError, NoModelError
 from .llm import Usage
@@ -50,6 +50,7 @@ __all__ = [
     "NoModelError",
     "Tool",
     "Usage",
+    "final_text",
     "supervisor",
     "tool",
 ]

@@ -331,10 +331,10 @@ class LlamaStackAgent(ResponsesAgent):
         agent = self
 
         def delegate(request: str) -> str:
-            return agent.run(request).output_text
+            return final_text(agent.run(request))
 
         async def adelegate(request: str) -> str:
-            return (await agent.arun(request)).output_text
+            return final_text(await agent.arun(request))
 
         tool_name = name or f"ask_{self.name}"
         params = {
@@ -351,6 +351,18 @@ class LlamaStackAgent(ResponsesAgent):
             timeout=self.config.timeout * self.max_steps + 5,
             return_direct=return_direct,
         )
+
+
+def final_text(response: ResponsesAgentResponse | dict[str, Any]) -> str:
+    """The text of the last assistant message of a response (its answer); ``""`` if there is none.
+
+    (MLflow's ``Response.output_text`` fails on responses built from dicts, hence this helper.)
+    """
+    data = response.model_dump() if isinstance(response, ResponsesAgentResponse) else response
+    for item in reversed(data.get("output") or []):
+        if item.get("type") == "message":
+            return "".join(c.get("text", "") for c in item.get("content") or [] if c.get("type") == "output_text")
+    return ""
 
 
 def _question(text: str) -> ResponsesAgentRequest:

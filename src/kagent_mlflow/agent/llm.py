@@ -200,7 +200,9 @@ def _translate(exc: Exception, url: str, timeout: float) -> ModelError:
             url, f"cannot connect ({type(cause).__name__}); is Llama Stack running? check LLAMA_STACK_BASE_URL"
         )
     if isinstance(exc, openai.APIStatusError):
-        detail = exc.message if isinstance(exc.message, str) else str(exc.body)
+        body = exc.body
+        detail = body.get("message") or body.get("detail") if isinstance(body, dict) else None
+        detail = str(detail or body or exc.message)
         return ModelProtocolError(url, f"HTTP {exc.status_code}: {detail[:300]}")
     return ModelProtocolError(url, f"unusable answer ({type(exc).__name__}: {str(exc)[:300]})")
 
