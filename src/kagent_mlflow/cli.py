@@ -57,6 +57,9 @@ def ask(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent's answer.")] = 120.0,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+    flush_timeout: Annotated[
+        float, typer.Option(help="After the answer is printed, seconds to wait for the record to reach MLflow.")
+    ] = 10.0,
 ) -> None:
     """Ask the agent one question, print the answer, log the interaction to MLflow."""
     from .logger import KagentMLflowLogger
@@ -71,6 +74,8 @@ def ask(
             aws_access_key_id=aws_access_key_id,
             aws_secret_access_key=aws_secret_access_key,
             a2a_token=token,
+            flush_timeout=flush_timeout,
+            run_id_timeout=flush_timeout,
         )
     except KagentMlflowError as err:
         raise fail(str(err), EXIT_BAD_INPUT) from None
@@ -80,24 +85,49 @@ def ask(
         try:
             result: dict[str, Any] = logger.send_question(question, run_name=run_name, timeout=timeout)
         except AgentError as err:
-            result = {
-                "answer": None,
-                "run_id": getattr(err, "run_id", None),
-                "run_url": getattr(err, "run_url", None),
-                "logging_error": getattr(err, "logging_error", None),
-                "status": "error",
-                "error": str(err),
-            }
+            result = {"answer": None, "status": "error", "error": str(err)}
             interaction = getattr(err, "interaction", None)
             if interaction is not None:
                 result.update(_interaction_fields(interaction))
+            settle_delivery(logger, getattr(err, "result", None), result, flush_timeout)
             report(result, logger, as_json)
             raise fail(str(err), EXIT_AGENT_FAILED) from None
         except KagentMlflowError as err:
             raise fail(str(err), EXIT_BAD_INPUT) from None
-        report(result, logger, as_json)
-        if result.get("logging_error"):
+        if not as_json:
+            report_answer(result)  # the answer first, before anything waits for MLflow
+        outcome = settle_delivery(logger, result, result, flush_timeout)
+        if as_json:
+            report(result, logger, as_json)
+        else:
+            report_logging(result)
+        if outcome == "rejected":
             raise fail(f"answer not logged: {result['logging_error']}", EXIT_NOT_LOGGED)
+
+
+def settle_delivery(logger: Any, source: Any, into: dict[str, Any], flush_timeout: float) -> str:
+    """Wait (bounded) for the record to reach MLflow, then copy the run keys of ``source`` into ``into``.
+
+    Returns "delivered", "spooled" (kept on disk and retried later: not an error) or "rejected" (MLflow refused it).
+    """
+    logger.flush(flush_timeout)
+    logger.close(timeout=0)  # whatever is still undelivered is already in the spool: don't wait twice
+    delivery = getattr(source, "delivery", None)
+    if delivery is None:
+        into.update(run_id=None, run_url=None, logging_error=None)
+        return "spooled"
+    if delivery.ref is not None:
+        into.update(run_id=delivery.ref.run_id, run_url=delivery.ref.url, logging_error=None)
+        return "delivered"
+    pending = getattr(source, "pending_run", None)
+    opened = pending.ref if pending is not None and pending.done() else None  # replay completes this same run
+    why = delivery.error if delivery.spooled else f"not delivered within {flush_timeout:g}s"
+    into.update(
+        run_id=opened.run_id if opened else None,
+        run_url=opened.url if opened else None,
+        logging_error=f"{why}; record kept in the spool {logger.settings.effective_spool_dir}",
+    )
+    return "rejected" if delivery.rejected else "spooled"
 
 
 def _interaction_fields(interaction: Any) -> dict[str, Any]:
@@ -126,14 +156,153 @@ def report(result: dict[str, Any], logger: Any, as_json: bool) -> None:
         payload = {k: result.get(k) for k in keys} | {k: result[k] for k in extra if result.get(k) is not None}
         typer.echo(json.dumps(payload, ensure_ascii=False))
         return
+    report_answer(result)
+    report_logging(result)
+
+
+def report_answer(result: dict[str, Any]) -> None:
     if result.get("answer") is not None:
         typer.echo(f"\nAnswer: {result['answer']}")
     if result.get("latency_ms") is not None:
         typer.echo(f"Latency: {result['latency_ms']:.0f} ms")
+
+
+def report_logging(result: dict[str, Any]) -> None:
     if result.get("run_url"):
         typer.echo(f"Run: {result['run_url']}")
     elif result.get("run_id"):
         typer.echo(f"Run: {result['run_id']} (view it with: kagent-mlflow ui)")
+    if result.get("logging_error"):
+        typer.echo(f"Not in MLflow yet: {result['logging_error']}", err=True)
+        typer.echo("It is retried automatically; send it now with: kagent-mlflow replay", err=True)
+
+
+@app.command("replay")
+def replay_command(
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI; unset = local store (env MLFLOW_TRACKING_URI).")
+    ] = None,
+    spool_dir: Annotated[
+        str | None, typer.Option(help="Spool directory (env KAGENT_MLFLOW_SPOOL_DIR; default <data dir>/spool).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="Records written to MLflow in parallel.")] = 4,
+    attempts: Annotated[int, typer.Option(min=1, max=10, help="Tries per record before stopping.")] = 3,
+) -> None:
+    """Deliver every interaction waiting in the spool to MLflow (safe to repeat: never creates a second run)."""
+    from .delivery import Spool, replay
+
+    settings = _spool_settings(tracking_uri=tracking_uri, spool_dir=spool_dir)
+    spool = Spool(settings.effective_spool_dir)
+    waiting = spool.status()
+    if waiting.pending == 0:
+        typer.echo(f"Nothing to replay: the spool {spool.directory} is empty.")
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .sinks.mlflow import MlflowSink
+
+    columns = (TextColumn("Delivering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        sink = MlflowSink(settings)
+        with Progress(*columns, transient=False) as progress:
+            task = progress.add_task("replay", total=waiting.pending)
+            report = replay(
+                spool,
+                sink,
+                workers=workers,
+                attempts=attempts,
+                total=waiting.pending,
+                progress=lambda r: progress.update(task, completed=r.done),
+            )
+    except KagentMlflowError as err:
+        raise fail(f"{err}; the records stay in {spool.directory}", EXIT_NOT_LOGGED) from None
+    left = spool.status()
+    typer.echo(
+        f"Delivered {report.delivered} to {_without_credentials(settings.effective_tracking_uri)}; "
+        f"failed {report.failed}; corrupt lines skipped {report.corrupt}; still waiting {left.pending}."
+    )
+    for error in report.errors:
+        typer.echo(f"  error: {error}", err=True)
+    if report.corrupt:
+        typer.echo(f"  corrupt lines are kept in {spool.directory / 'corrupt'}", err=True)
+    if left.in_use_segments:
+        typer.echo(f"  {left.in_use_segments} segment(s) are held by a running logger, which is delivering them")
+    if report.stopped_on_outage:
+        message = "MLflow is not accepting records right now; the rest stays spooled: run replay again later"
+        raise fail(message, EXIT_NOT_LOGGED)
+    if report.failed:
+        raise fail(f"{report.failed} record(s) were refused by MLflow; they stay in {spool.directory}", EXIT_NOT_LOGGED)
+
+
+@app.command()
+def status(
+    spool_dir: Annotated[
+        str | None, typer.Option(help="Spool directory (env KAGENT_MLFLOW_SPOOL_DIR; default <data dir>/spool).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+) -> None:
+    """Show how many interactions wait in the spool for MLflow, and since when."""
+    from .delivery import Spool
+
+    settings = _spool_settings(spool_dir=spool_dir)
+    st = Spool(settings.effective_spool_dir).status()
+    oldest = _format_ms(st.oldest_ms) if st.oldest_ms is not None else None
+    if as_json:
+        payload = {
+            "spool": str(st.path),
+            "pending": st.pending,
+            "oldest": oldest,
+            "oldest_ms": st.oldest_ms,
+            "segments": st.segments,
+            "in_use_segments": st.in_use_segments,
+            "corrupt_lines": st.corrupt_lines,
+        }
+        typer.echo(json.dumps(payload))
+        return
+    typer.echo(f"Spool: {st.path}")
+    if st.pending == 0:
+        typer.echo("Waiting: nothing; every recorded interaction has reached MLflow.")
+    else:
+        typer.echo(f"Waiting: {st.pending} interaction(s), the oldest from {oldest} ({_age(st.oldest_ms)} ago)")
+        if st.in_use_segments:
+            typer.echo(f"In use: {st.in_use_segments} segment(s) held by a running logger (it is delivering them)")
+        typer.echo("Send them now with: kagent-mlflow replay")
+    if st.corrupt_lines:
+        typer.echo(f"Corrupt lines: {st.corrupt_lines} (skipped by replay, then kept in {st.path / 'corrupt'})")
+
+
+def _spool_settings(**overrides: Any) -> Any:
+    from .config import Settings
+
+    try:
+        return Settings.from_env(**overrides)
+    except (KagentMlflowError, ValueError) as err:
+        raise fail(str(err).splitlines()[0], EXIT_BAD_INPUT) from None
+
+
+def _without_credentials(uri: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
+
+
+def _format_ms(ms: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _age(ms: int | None) -> str:
+    import time
+
+    seconds = max(time.time() - (ms or 0) / 1000, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ class QuestionResult(dict):
 
     interaction: Interaction
     delivery: Any = None  # delivery.Delivery: the record's fate (delivered / spooled)
+    pending_run: Any = None  # delivery.PendingRun: the run being opened while the agent answers
 
     _LAZY = frozenset({"run_id", "run_url", "logging_error"})
 
@@ -254,6 +255,7 @@ class KagentMLflowLogger:
         )
         result.interaction = interaction
         result.delivery = delivery
+        result.pending_run = pending
         return result
 
     def flush(self, timeout: float | None = None) -> bool:
