@@ -5,4 +5,5 @@ pytest_plugins: list[str] = [
     "tests.support.llama_stack",
     "tests.support.mlflow_server",
     "tests.support.agent_server",
+    "tests.support.kagent_runtime",
 ]
