@@ -53,4 +53,16 @@ class AgentTaskError(AgentError):
 
 
 class DeliveryError(KagentMlflowError):
-    """Writing an interaction to MLflow failed; the record is kept for replay."""
+    """Writing an interaction to MLflow failed; the record is kept for replay.
+
+    ``retryable`` says whether trying again later can help (server down, 5xx, timeout, S3 outage) or whether MLflow
+    rejected the record itself; ``tracking_uri`` and ``cause`` name where and why.
+    """
+
+    def __init__(
+        self, message: str, *, tracking_uri: str | None = None, cause: str | None = None, retryable: bool = True
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.cause = cause if cause is not None else message
+        self.retryable = retryable
+        super().__init__(message)

@@ -1,0 +1,401 @@
+"""MlflowSink: writes one ``Interaction`` to MLflow as a run (tags, metrics, artifacts) plus a linked trace.
+
+It knows nothing of A2A: it receives the plain ``Interaction`` record. It uses an ``MlflowClient`` bound to its own
+tracking URI (never ``mlflow.set_tracking_uri``), fails fast (no MLflow-internal retries: the delivery layer
+retries and spools), and raises ``DeliveryError`` with ``retryable`` set.
+
+HTTP round trips per record against a tracking server with proxied artifacts (counted from the server's access log
+in ``tests/integration/test_mlflow_sink.py::test_round_trips_per_record``)::
+
+    open_run           1  create_run (tags interaction_id/agent/a2a_url, start time, run name)
+    write(run_id=...)  7  log_batch (all tags + metrics + params) · 3 artifact PUTs (question.txt, answer.txt,
+                          a2a_response.json) · log_spans (OTLP, all spans) · start_trace (trace info, run link,
+                          token usage) · update_run (FINISHED/FAILED + end time)
+    = 8 per record. write() without a run id from open_run in this sink adds 1 (search_runs by interaction_id, or
+    get_run for a foreign run id) and, when no run exists yet, 1 more (create_run). Once per sink and experiment:
+    get_experiment_by_name (+ create_experiment). Once per process and server: GET /version (MLflow's log_spans).
+
+Idempotent by ``interaction_id``: steps run in the order run → batch → artifacts → trace → end, each safe to redo
+(tags overwrite; metrics carry a fixed timestamp so a duplicate is dropped by the store; params never change;
+artifacts overwrite; the trace id is derived from the interaction id and the server merges a re-sent trace).
+A replay finds the run by its ``interaction_id`` tag; a run already FINISHED/FAILED means the record was fully
+written (ending is the last step), so write() returns its RunRef without writing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.tracing.client import TracingClient
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
+
+from ..config import Settings
+from ..errors import DeliveryError
+from ..records import Interaction
+from ._errors import describe
+from ._trace import build_trace
+from ._transport import HttpPolicy, ScopedS3, artifact_repository, fail_fast
+from .redact import Redactor
+
+STEPS = ("run", "batch", "artifacts", "trace", "end")
+FAULT_ENV = "KAGENT_MLFLOW_FAULT_AFTER_STEP"  # test hook: SIGKILL this process right after the named step
+_TERMINAL = {RunStatus.to_string(RunStatus.FINISHED), RunStatus.to_string(RunStatus.FAILED)}
+_TAG_MAX = 5000
+_METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+class RunRef(BaseModel):
+    """Where an interaction landed in MLflow."""
+
+    run_id: str
+    experiment_id: str
+    url: str
+
+
+class StoppedAfterStep(Exception):
+    """Raised by ``write(..., _stop_after=step)``: a test's simulated crash between two steps."""
+
+
+class MlflowSink:
+    """Writes interactions to the MLflow tracking store named by ``settings``. Thread-safe; no I/O in ``__init__``.
+
+    ``on_step(name)`` is called after each write step (``STEPS``); tests use it to crash between steps.
+    ``http_timeout`` / ``http_retries`` bound every MLflow HTTP call made by this sink.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_step: Callable[[str], None] | None = None,
+        http_timeout: float = 10.0,
+        http_retries: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.tracking_uri = settings.effective_tracking_uri
+        self._on_step = on_step
+        self._fault_step = os.environ.get(FAULT_ENV) or None
+        self._policy = HttpPolicy(max_retries=http_retries, timeout=http_timeout)
+        secrets = [s.get_secret_value() for s in (settings.a2a_token, settings.aws_access_key_id) if s]
+        secrets += [settings.aws_secret_access_key.get_secret_value()] if settings.aws_secret_access_key else []
+        self._redact = Redactor(secrets)
+        self._s3 = (
+            ScopedS3(
+                settings.s3_endpoint_url,
+                settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None,
+                settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None,
+                timeout=http_timeout,
+            )
+            if settings.s3_endpoint_url or settings.aws_access_key_id
+            else None
+        )
+        self._lock = threading.Lock()
+        self._client: MlflowClient | None = None
+        self._tracing: TracingClient | None = None
+        self._experiments: dict[str, str] = {}
+        self._opened: OrderedDict[str, tuple[str, str]] = OrderedDict()  # run_id -> (experiment_id, artifact_uri)
+        self._spans_in_store: bool | None = None
+
+    # ---------------------------------------------------------------- public API
+
+    def open_run(self, interaction: Interaction) -> RunRef:
+        """Create the run for a new interaction: one round trip (plus the cached experiment lookup).
+
+        Meant for the live path, concurrently with the A2A request; ``write(interaction, run_id)`` completes it.
+        """
+        with self._guard("creating the run"):
+            experiment_id = self._experiment_id(interaction.experiment_name)
+            run = self._mlflow().create_run(
+                experiment_id,
+                start_time=interaction.started_at_ms,
+                tags={k: v for k, v in self._tags(interaction).items() if k in ("interaction_id", "agent", "a2a_url")},
+                run_name=self._run_name(interaction),
+            )
+            self._remember(run.info.run_id, experiment_id, run.info.artifact_uri)
+            return self._ref(experiment_id, run.info.run_id)
+
+    def write(self, interaction: Interaction, run_id: str | None = None, *, _stop_after: str | None = None) -> RunRef:
+        """Write everything about ``interaction``; safe to replay after a crash at any step (see module doc)."""
+        if _stop_after is not None and _stop_after not in STEPS:
+            raise ValueError(f"unknown step {_stop_after!r}; steps are {STEPS}")
+        if not _ID.match(interaction.interaction_id):
+            raise DeliveryError(
+                f"interaction id {interaction.interaction_id!r} is not a plain id; record cannot be logged",
+                tracking_uri=self.tracking_uri,
+                retryable=False,
+            )
+        with self._guard("writing the run"):
+            experiment_id = self._experiment_id(interaction.experiment_name)
+            found = self._find_run(interaction, experiment_id, run_id)
+            if found is None:
+                run = self._mlflow().create_run(
+                    experiment_id,
+                    start_time=interaction.started_at_ms,
+                    tags=self._tags(interaction),
+                    run_name=self._run_name(interaction),
+                )
+                run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
+            else:
+                run_id, experiment_id, artifact_uri, done = found
+                if done:
+                    return self._ref(experiment_id, run_id)
+            self._step("run", _stop_after)
+
+            metrics, params, tags = self._batch(interaction)
+            self._mlflow().log_batch(run_id, metrics=metrics, params=params, tags=tags)
+            self._step("batch", _stop_after)
+
+            self._log_artifacts(interaction, artifact_uri)
+            self._step("artifacts", _stop_after)
+
+            self._log_trace(interaction, experiment_id, run_id)
+            self._step("trace", _stop_after)
+
+            # The store call, not MlflowClient.set_terminated: that one adds a get_run and prints a link to stdout.
+            status = RunStatus.FINISHED if interaction.status == "ok" else RunStatus.FAILED
+            self._tracing_client().store.update_run_info(
+                run_id, run_status=status, end_time=interaction.ended_at_ms, run_name=None
+            )
+            with self._lock:
+                self._opened.pop(run_id, None)
+            self._step("end", _stop_after)
+            return self._ref(experiment_id, run_id)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """The MLflow UI link of a run. For a local store: the UI of ``mlflow ui --backend-store-uri <uri>``."""
+        base = self.tracking_uri if self.tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def close(self) -> None:
+        """Nothing to release (HTTP sessions are MLflow's, shared per process); present for the delivery layer."""
+
+    # ---------------------------------------------------------------- steps
+
+    def _find_run(
+        self, interaction: Interaction, experiment_id: str, run_id: str | None
+    ) -> tuple[str, str, str, bool] | None:
+        """(run_id, experiment_id, artifact_uri, already_finished) of this interaction's run, or None."""
+        if run_id:
+            with self._lock:
+                cached = self._opened.get(run_id)
+            if cached:
+                return run_id, cached[0], cached[1], False
+            try:
+                run = self._mlflow().get_run(run_id)
+            except RestException as err:
+                if err.get_http_status_code() != 404:
+                    raise
+            except MlflowException as err:  # the local store raises this for an unknown run id
+                if "RESOURCE_DOES_NOT_EXIST" not in str(err.error_code):
+                    raise
+            else:
+                if run.info.lifecycle_stage == "active":
+                    done = run.info.status in _TERMINAL
+                    return run_id, run.info.experiment_id, run.info.artifact_uri, done
+        runs = self._mlflow().search_runs(
+            [experiment_id],
+            filter_string=f"tags.interaction_id = '{interaction.interaction_id}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=20,
+            order_by=["attributes.start_time ASC"],
+        )
+        if not runs:
+            return None
+        done = [r for r in runs if r.info.status in _TERMINAL]
+        run = done[0] if done else runs[0]
+        return run.info.run_id, run.info.experiment_id, run.info.artifact_uri, bool(done)
+
+    def _batch(self, interaction: Interaction) -> tuple[list[Metric], list[Param], list[RunTag]]:
+        ts = interaction.ended_at_ms  # fixed timestamp: a replayed metric is an exact duplicate, which is dropped
+        values: dict[str, float] = {"latency_ms": float(interaction.latency_ms)}
+        for key, value in interaction.usage.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[_METRIC_KEY.sub("_", key)[:250]] = float(value)
+        usage = interaction.token_usage
+        if usage:
+            for key, value in usage.model_dump().items():
+                values.setdefault(key, float(value))
+        values["tool_calls"] = float(len(interaction.tool_calls))
+        metrics = [Metric(key, value, ts, 0) for key, value in values.items()]
+        params = [Param("question_chars", str(len(interaction.question)))]
+        tags = [RunTag(k, v) for k, v in self._tags(interaction).items()]
+        return metrics, params, tags
+
+    def _log_artifacts(self, interaction: Interaction, artifact_uri: str) -> None:
+        answer = interaction.answer
+        if answer is None:
+            answer = f"(no answer: {interaction.error or 'the agent returned nothing'})"
+        raw = self._redact(_jsonable(interaction.raw_response))
+        files = {
+            "question.txt": self._redact.text(interaction.question),
+            "answer.txt": self._redact.text(answer),
+            "a2a_response.json": json.dumps(raw, indent=2, ensure_ascii=False, default=str) + "\n",
+        }
+        repo = artifact_repository(artifact_uri, self.tracking_uri, self._s3)
+        with tempfile.TemporaryDirectory(prefix="kagent-mlflow-") as tmp:
+            for name, text in files.items():
+                Path(tmp, name).write_text(text, encoding="utf-8")
+            repo.log_artifacts(tmp)
+
+    def _log_trace(self, interaction: Interaction, experiment_id: str, run_id: str) -> None:
+        """Spans via log_spans (SQL stores keep them in the DB), then the trace info; artifact upload as fallback."""
+        built = build_trace(interaction, experiment_id, run_id, self._redact)
+        tracing = self._tracing_client()
+        spans_logged = False
+        if self._spans_in_store is not False:
+            try:
+                tracing.store.log_spans(experiment_id, built.spans)
+                spans_logged = self._spans_in_store = True
+            except NotImplementedError:
+                if self._spans_in_store:  # worked before: the version probe failed transiently and got cached
+                    _clear_server_version_cache()
+                    raise DeliveryError(
+                        f"MLflow at {self.tracking_uri}: could not read the server version to log spans",
+                        tracking_uri=self.tracking_uri,
+                        retryable=True,
+                    ) from None
+                self._spans_in_store = False
+            except RestException as err:
+                if "not supported" not in (err.message or ""):
+                    raise
+                self._spans_in_store = False
+        info = tracing.start_trace(built.info)
+        if not spans_logged:
+            from mlflow.entities.trace_data import TraceData
+
+            tracing._upload_trace_data(info, TraceData(spans=built.spans))
+
+    # ---------------------------------------------------------------- helpers
+
+    def _mlflow(self) -> MlflowClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    if self.settings.is_embedded:
+                        self.settings.home.mkdir(parents=True, exist_ok=True)
+                    self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    def _tracing_client(self) -> TracingClient:
+        if self._tracing is None:
+            self._mlflow()
+            self._tracing = TracingClient(self.tracking_uri)
+        return self._tracing
+
+    def _experiment_id(self, name: str) -> str:
+        name = name or self.settings.experiment_name
+        with self._lock:
+            cached = self._experiments.get(name)
+        if cached:
+            return cached
+        client = self._mlflow()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            location = None
+            if self.settings.is_embedded:
+                self.settings.embedded_artifact_root.mkdir(parents=True, exist_ok=True)
+                location = self.settings.embedded_artifact_root.as_uri()
+            try:
+                experiment_id = client.create_experiment(name, artifact_location=location)
+            except MlflowException as err:
+                if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
+                    raise
+                experiment = client.get_experiment_by_name(name)  # created concurrently by someone else
+                assert experiment is not None
+                experiment_id = experiment.experiment_id
+        elif experiment.lifecycle_stage != "active":
+            raise DeliveryError(
+                f"MLflow at {self.tracking_uri}: experiment {name!r} is deleted; restore it or choose another name",
+                tracking_uri=self.tracking_uri,
+                cause="experiment deleted",
+                retryable=False,
+            )
+        else:
+            experiment_id = experiment.experiment_id
+        with self._lock:
+            self._experiments[name] = experiment_id
+        return experiment_id
+
+    def _tags(self, interaction: Interaction) -> dict[str, str]:
+        tags = {
+            "interaction_id": interaction.interaction_id,
+            "agent": interaction.agent_name,
+            "a2a_url": self._redact.text(interaction.a2a_url),
+            "kagent_task_id": interaction.task_id,
+            "kagent_context_id": interaction.context_id,
+            "task_state": interaction.task_state,
+            "protocol_version": interaction.protocol_version,
+            "status": interaction.status,
+            "error": self._redact.text(interaction.error)[:_TAG_MAX] if interaction.error else None,
+        }
+        return {k: str(v) for k, v in tags.items() if v is not None}
+
+    def _run_name(self, interaction: Interaction) -> str:
+        return interaction.run_name or f"{interaction.agent_name}-{interaction.interaction_id[:8]}"
+
+    def _remember(self, run_id: str, experiment_id: str, artifact_uri: str) -> None:
+        with self._lock:
+            self._opened[run_id] = (experiment_id, artifact_uri)
+            while len(self._opened) > 10_000:  # runs opened but never written (process dying): bounded memory
+                self._opened.popitem(last=False)
+
+    def _ref(self, experiment_id: str, run_id: str) -> RunRef:
+        return RunRef(run_id=run_id, experiment_id=experiment_id, url=self.run_url(experiment_id, run_id))
+
+    def _step(self, name: str, stop_after: str | None) -> None:
+        if self._on_step is not None:
+            self._on_step(name)
+        if self._fault_step == name:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if stop_after == name:
+            raise StoppedAfterStep(name)
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Fail fast inside; turn any failure into one ``DeliveryError`` line naming the URI and the cause."""
+        with fail_fast(self._policy):
+            try:
+                yield
+            except (DeliveryError, StoppedAfterStep):
+                raise
+            except Exception as err:
+                cause, retryable = describe(err)
+                cause = self._redact.text(cause)
+                raise DeliveryError(
+                    f"MLflow at {self.tracking_uri}: {what} failed: {cause}",
+                    tracking_uri=self.tracking_uri,
+                    cause=cause,
+                    retryable=retryable,
+                ) from err
+
+
+def _jsonable(value: Any) -> Any:
+    """The raw reply as JSON data (it may arrive as a string holding JSON)."""
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _clear_server_version_cache() -> None:
+    from mlflow.store.tracking.rest_store import RestStore
+
+    RestStore._get_server_version.cache_clear()
