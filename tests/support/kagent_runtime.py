@@ -148,6 +148,10 @@ class KagentRuntime:
         body = {"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": method, "params": {"message": message}}
         return post_json(self.url, body)
 
+    def get(self, path: str) -> bytes:
+        """GET a path below the runtime's root (e.g. ``.well-known/agent-card.json``); the raw body."""
+        return get_bytes(self.url + path.lstrip("/"))
+
     def log_tail(self, chars: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
@@ -278,8 +282,8 @@ def record(runtime: KagentRuntime, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     runtime.model.set_script([TOOL_RULE, FAIL_RULE])
     bodies: dict[str, bytes] = {
-        "agent-card.json": get_bytes(runtime.card_url),
-        "agent.json": get_bytes(f"{runtime.url}.well-known/agent.json"),
+        "agent-card.json": runtime.get(".well-known/agent-card.json"),
+        "agent.json": runtime.get(".well-known/agent.json"),
         "task-completed.json": runtime.send("What is Kubernetes?"),
         "task-tool-call.json": runtime.send("Which pods run in the default namespace?"),
         "task-failed.json": runtime.send("Please fail: the model answers HTTP 500"),
