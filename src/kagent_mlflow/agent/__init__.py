@@ -27,11 +27,13 @@ Model settings come from the constructor or the environment (:class:`ModelConfig
 LLM listed by ``/v1/models``), ``LLAMA_STACK_API_KEY``, ``LLAMA_STACK_TEMPERATURE``, ``LLAMA_STACK_TIMEOUT``.
 Model failures raise :class:`ModelError` subclasses (unreachable, timeout, protocol) with one-line messages.
 
+``default_agent()`` is the built-in agent the server runs when no other is named (no tools, settings from env).
+
 Multi-agent: ``specialist.as_tool()`` turns an agent into a tool of a supervisor (``return_direct=True`` = routing);
 :func:`supervisor` builds one. Sub-agent spans nest inside the caller's trace and their tokens count in its usage.
 """
 
-from .agent import DEFAULT_MAX_STEPS, LlamaStackAgent, final_text
+from .agent import DEFAULT_MAX_STEPS, LlamaStackAgent, default_agent, final_text
 from .config import ModelConfig
 from .errors import ModelError, ModelProtocolError, ModelTimeoutError, ModelUnreachableError, NoModelError
 from .llm import Usage
@@ -50,6 +52,7 @@ __all__ = [
     "NoModelError",
     "Tool",
     "Usage",
+    "default_agent",
     "final_text",
     "supervisor",
     "tool",

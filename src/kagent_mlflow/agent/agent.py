@@ -393,3 +393,18 @@ def _annotate_agent_span(turn: _Turn) -> None:
     span = mlflow.get_current_active_span()
     if span is not None:
         span.set_attributes({"agent.name": turn.agent.name, "agent.steps": turn.steps})
+
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful assistant for people who run applications on Kubernetes and OpenShift. "
+    "Answer concisely and say so when you are not sure."
+)
+
+
+def default_agent() -> LlamaStackAgent:
+    """The built-in agent served when no other is named: no tools, model settings from ``LLAMA_STACK_*``,
+    instructions from ``KAGENT_MLFLOW_AGENT_INSTRUCTIONS`` (optional)."""
+    import os
+
+    instructions = os.environ.get("KAGENT_MLFLOW_AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS
+    return LlamaStackAgent(name="assistant", instructions=instructions)

@@ -248,7 +248,10 @@ class ModelClient:
         if self._async is None or self._async[0] is not loop:
             import openai
 
-            self._async = (loop, openai.AsyncOpenAI(**self._client_kwargs()))
+            # A plain httpx client: openai's default one schedules its own close on whatever loop is running when
+            # it is garbage-collected, which fails loudly for a client left behind by a closed loop.
+            client = openai.AsyncOpenAI(**self._client_kwargs(), http_client=openai.DefaultAsyncHttpxClient())
+            self._async = (loop, client)
         return self._async[1]
 
     # -- model id -----------------------------------------------------------------------------------------------
