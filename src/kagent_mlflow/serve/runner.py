@@ -1,10 +1,15 @@
-"""Run the app under uvicorn on an already-bound socket, so ``--port 0`` can report the port it got."""
+"""Run the app under uvicorn and announce the address it got (``--port 0`` = a free port chosen by the OS).
+
+uvicorn binds the port itself: handing it a socket bound beforehand left replies without TCP_NODELAY here, so every
+keep-alive reply waited ~40 ms for a delayed ACK.
+"""
 
 from __future__ import annotations
 
 import socket
-import sys
+from typing import Any
 
+from ..errors import ConfigError
 from .app import create_app
 from .config import ServeConfig
 
@@ -12,28 +17,40 @@ from .config import ServeConfig
 def run(config: ServeConfig) -> None:
     import uvicorn
 
+    _check_bindable(config.host, config.port)
     app = create_app(config=config)
-    sock = _bind(config.host, config.port)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    uv_config = uvicorn.Config(app, log_level=config.log_level.lower(), access_log=False, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(uv_config)
-    print(f"READY http://{shown}:{port}", flush=True)
-    sys.stdout.flush()
-    server.run(sockets=[sock])
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                print(f"READY {_address(self.servers)}", flush=True)
+
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        backlog=2048,
+    )
+    _Server(uv_config).run()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _address(servers: list[Any]) -> str:
+    host, port = servers[0].sockets[0].getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Fail with one line, before MLflow is even imported, when the address cannot be used."""
+    if port == 0:
+        return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        from ..errors import ConfigError
-
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --host/--port") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --host/--port") from None
