@@ -41,6 +41,13 @@ def _done(item: dict[str, Any]) -> dict[str, Any]:
     return {"type": "response.output_item.done", "item": item}
 
 
+def _final(item: dict[str, Any], stream: bool) -> Iterator[dict[str, Any]]:
+    """Events for an answer the agent wrote itself (step limit, routed answer): streamed as one delta, then done."""
+    if stream:
+        yield create_text_delta(item["content"][0]["text"], item["id"])
+    yield _done(item)
+
+
 def _as_request(request: ResponsesAgentRequest | dict[str, Any]) -> ResponsesAgentRequest:
     return request if isinstance(request, ResponsesAgentRequest) else ResponsesAgentRequest(**request)
 
@@ -203,7 +210,8 @@ class LlamaStackAgent(ResponsesAgent):
         specs = self._specs()
         while not turn.finished:
             if turn.over_limit:
-                yield _done(turn.limit_answer())
+                for event in _final(turn.limit_answer(), stream):
+                    yield event
                 break
             if stream:
                 reply = None
@@ -223,7 +231,8 @@ class LlamaStackAgent(ResponsesAgent):
                 results.append(result)
                 yield _done(turn.add_tool_result(call, result))
             if reply.tool_calls and (direct := turn.direct_answer(reply, results)) is not None:
-                yield _done(direct)
+                for event in _final(direct, stream):
+                    yield event
         _annotate_agent_span(turn)
         yield {"type": "response.completed", "response": turn.response()}
 
@@ -255,7 +264,8 @@ class LlamaStackAgent(ResponsesAgent):
         specs = self._specs()
         while not turn.finished:
             if turn.over_limit:
-                yield _done(turn.limit_answer())
+                for event in _final(turn.limit_answer(), stream):
+                    yield event
                 break
             if stream:
                 reply = None
@@ -275,7 +285,8 @@ class LlamaStackAgent(ResponsesAgent):
                 results.append(result)
                 yield _done(turn.add_tool_result(call, result))
             if reply.tool_calls and (direct := turn.direct_answer(reply, results)) is not None:
-                yield _done(direct)
+                for event in _final(direct, stream):
+                    yield event
         _annotate_agent_span(turn)
         yield {"type": "response.completed", "response": turn.response()}
 
