@@ -45,6 +45,8 @@ def describe(err: BaseException) -> tuple[str, bool]:
     if module.startswith("sqlalchemy"):
         return _one_line(f"database error {name}: {text}"), True
     if isinstance(err, MlflowException):
+        if status := re.search(r"too many (\d{3}) error responses", text):
+            return f"HTTP {status.group(1)}", True
         for needle, cause in _NETWORK:
             if needle.lower() in text.lower():
                 return cause, True
@@ -53,6 +55,9 @@ def describe(err: BaseException) -> tuple[str, bool]:
         code = str(err.error_code)
         permanent = code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE")
         return _one_line(f"{code}: {err.message}"), not permanent
+    if module.startswith("requests") and getattr(err, "response", None) is not None:
+        status = err.response.status_code  # type: ignore[attr-defined]
+        return _one_line(f"HTTP {status}: {text}"), status >= 500 or status in _RETRYABLE_STATUS
     if isinstance(err, OSError):
         return _one_line(f"{name}: {text}"), True
     return _one_line(f"{name}: {text}"), True

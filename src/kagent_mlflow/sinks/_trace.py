@@ -99,7 +99,7 @@ def build_trace(interaction: Interaction, experiment_id: str, run_id: str, redac
     trace_id = trace_id_for(interaction.interaction_id)
     otel_trace_id = int(trace_id[3:], 16)
     start_ns = interaction.started_at_ms * 1_000_000
-    end_ns = max(start_ns, int(round((interaction.started_at_ms + interaction.latency_ms) * 1_000_000)))
+    end_ns = start_ns + max(0, int(round(interaction.latency_ms * 1_000_000)))
     usage = interaction.token_usage
     usage_dict = usage.model_dump() if usage else None
     question = redact.text(interaction.question)
@@ -167,7 +167,7 @@ def build_trace(interaction: Interaction, experiment_id: str, run_id: str, redac
         trace_id=trace_id,
         trace_location=TraceLocation.from_experiment_id(experiment_id),
         request_time=interaction.started_at_ms,
-        execution_duration=max(0, (end_ns - start_ns) // 1_000_000),
+        execution_duration=max(0, interaction.ended_at_ms - interaction.started_at_ms),  # as the run's
         state=TraceState.ERROR if interaction.status == "error" else TraceState.OK,
         request_preview=_preview(json.dumps(question)),
         response_preview=_preview(json.dumps(answer if answer is not None else error)),

@@ -52,6 +52,12 @@ def _install() -> None:
             if policy is not None:
                 max_retries, backoff_factor, backoff_jitter = policy.max_retries, 0, 0
                 kwargs["timeout"] = policy.timeout
+                # Hand back the final error response instead of urllib3's "too many 500 error responses", so
+                # MLflow's own error handling reports the server's status and message.
+                if args:
+                    args = (False, *args[1:])
+                else:
+                    kwargs["raise_on_status"] = False
             return original(method, url, max_retries, backoff_factor, backoff_jitter, retry_codes, *args, **kwargs)
 
         setattr(wrapped, _MARK, True)
