@@ -6,8 +6,9 @@
 #
 # kagent-adk 0.10.4 imports a2a.server.apps, which a2a-sdk 1.x removed, so the runtime needs a2a-sdk<1 and lives in
 # its own venv (our dev venv uses a2a-sdk 1.x). Every package is pinned by scripts/kagent-runtime-constraints.txt
-# (a freeze of a working install) so CI resolves exactly the same set; an old pip (23.x, the venv default) failed
-# with ResolutionImpossible on this dependency tree, so pip is upgraded first.
+# (a freeze of a working install) so CI resolves exactly the same set. Without it, the venv's default pip (23.2)
+# gives up with ResolutionImpossible on opentelemetry-instrumentation-fastapi (a newer pip resolves it, in ~1 min);
+# with it, both resolve. pip is upgraded first all the same.
 # Idempotent: a venv where kagent-adk has the pinned version and imports is left as it is.
 # Prints the venv path on the last line. Takes about 1-4 minutes on a 2-core machine.
 set -euo pipefail

@@ -194,7 +194,24 @@ def runtime_env(working_dir: Path) -> dict[str, str]:
 
 
 def start_runtime(model: ModelServerClient, working_dir: Path, timeout: float = START_TIMEOUT_S) -> KagentRuntime:
-    """Write the agent dir, start ``kagent-adk run`` on a free port, wait until it serves its card and health."""
+    """Write the agent dir, start ``kagent-adk run`` on a free port, wait until it serves its card and health.
+
+    The port is picked before the runtime binds it, so another process may take it in between: then it is retried
+    on a new port (twice at most)."""
+    for attempt in range(3):
+        try:
+            return _start_once(model, working_dir, timeout)
+        except _PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def _start_once(model: ModelServerClient, working_dir: Path, timeout: float) -> KagentRuntime:
     executable = kagent_executable()
     if not executable.exists():
         raise FileNotFoundError(f"{executable} not found: run scripts/setup-kagent-runtime.sh")
@@ -214,7 +231,9 @@ def start_runtime(model: ModelServerClient, working_dir: Path, timeout: float = 
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"kagent-adk exited with {process.returncode} before serving:\n{runtime.log_tail()}")
+            tail = runtime.log_tail()
+            error = _PortTaken if "address already in use" in tail.lower() else RuntimeError
+            raise error(f"kagent-adk exited with {process.returncode} before serving:\n{tail}")
         try:
             get_bytes(f"{runtime.url}health", timeout=2)
             get_bytes(runtime.card_url, timeout=2)
