@@ -137,6 +137,7 @@ class Recorder:
         self._stranded: set[str] = set()  # ids this process left in the spool and has not delivered since
         self._hopeless: set[str] = set()  # ids the sink rejected for good: the retry loop skips them
         self._down_until = 0.0
+        self._last_warning = -1e9
         self._stop = threading.Event()
         self._wake_retry = threading.Event()
         self._wake_sync = threading.Event()
@@ -318,7 +319,7 @@ class Recorder:
             log.error("record %s could not be delivered nor spooled (%s)", interaction_id, reason)
         else:
             self.spool.give_up(item.entry)
-            log.warning("record %s kept in the spool at %s: %s", interaction_id, self.spool.directory, reason)
+            self._warn_spooled(interaction_id, reason)
         item.ticket._finish(None, reason, rejected=not retryable)
         with self._cv:
             self.stats.spooled += 1
@@ -330,6 +331,16 @@ class Recorder:
             self._cv.notify_all()
         self._drain_pending = True
         self._wake_retry.set()
+
+    def _warn_spooled(self, interaction_id: str, reason: str) -> None:
+        """One warning per outage (at most every 30 s), not one per record; the rest at debug level."""
+        now = time.monotonic()
+        with self._cv:
+            loud = now - self._last_warning >= 30.0
+            if loud:
+                self._last_warning = now
+        level = logging.WARNING if loud else logging.DEBUG
+        log.log(level, "record %s kept in the spool at %s: %s", interaction_id, self.spool.directory, reason)
 
     def _spool_synchronously(self, interaction: Interaction, ticket: Delivery) -> None:
         try:

@@ -1,0 +1,180 @@
+"""Delivery throughput and memory: records/s reaching MLflow, ours versus the seed's synchronous way; peak RSS.
+
+    .venv/bin/python benchmarks/delivery.py [--backlog 10000] [--seed-records 30] [--workers 4]
+                                            [--max-seconds 240] [--server-workers 1]
+
+Starts a real MLflow tracking server on 127.0.0.1 (SQLite, proxied artifacts) in a temporary directory, then:
+
+1. seed-style: ``--seed-records`` records logged one after another the seed's way (start_run, one call per tag and
+   metric, three ``log_text`` uploads, end_run) -> records/s;
+2. ours: a child process hands a burst of ``--backlog`` records to the ``Recorder`` (as a busy client would: the
+   bounded queue overflows into the on-disk spool and the background retry drains it) and reports how fast records
+   reach MLflow, how long the hand-off took, and its peak RSS (``ru_maxrss``), with the RSS before the burst (MLflow
+   imported, sink ready) for comparison. It stops after ``--max-seconds`` (what is left stays spooled);
+3. checks in MLflow that no record got two runs.
+
+Prints a markdown table and writes it to benchmarks/results/delivery.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import (
+    machine,
+    md_table,
+    quiet_mlflow,
+    sample_interaction,
+    seed_style_log,
+    start_server,
+    write_result,
+)
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run in a fresh process so its peak RSS is the recorder's, not the parent's."""
+    quiet_mlflow()
+    from kagent_mlflow.config import Settings
+    from kagent_mlflow.delivery import Recorder, Spool
+    from kagent_mlflow.sinks.mlflow import MlflowSink
+
+    settings = Settings(tracking_uri=args.tracking_uri, experiment_name=args.experiment, home=Path(args.home))
+    sink = MlflowSink(settings)
+    sink.write(sample_interaction(-1, args.experiment))  # warm: experiment lookup, connection pool, imports
+    rss_before = rss_mb()
+    recorder = Recorder(lambda: sink, Spool(args.spool), workers=args.workers, retry_interval=2.0, retry_gap=0.2)
+    t0 = time.perf_counter()
+    for i in range(args.backlog):
+        recorder.record(sample_interaction(i, args.experiment))
+    handoff_s = time.perf_counter() - t0
+    deadline = t0 + args.max_seconds
+    while time.perf_counter() < deadline:
+        done = recorder.stats.delivered + recorder.stats.replayed
+        if done >= args.backlog:
+            break
+        time.sleep(0.2)
+    elapsed = time.perf_counter() - t0
+    delivered = recorder.stats.delivered + recorder.stats.replayed
+    recorder.close(timeout=0)
+    print(
+        json.dumps(
+            {
+                "backlog": args.backlog,
+                "delivered": delivered,
+                "elapsed_s": elapsed,
+                "handoff_s": handoff_s,
+                "rss_before_mb": rss_before,
+                "rss_peak_mb": rss_mb(),
+                "spooled_left": Spool(args.spool).status().pending,
+            }
+        )
+    )
+
+
+def count_runs(tracking_uri: str, experiment: str) -> tuple[int, int]:
+    """(runs, distinct interaction ids) in the experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    ids: list[str] = []
+    token = None
+    while exp is not None:
+        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+        ids += [r.data.tags.get("interaction_id", "") for r in page]
+        token = page.token
+        if not token:
+            break
+    return len(ids), len(set(ids))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backlog", type=int, default=10_000)
+    parser.add_argument("--seed-records", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--max-seconds", type=float, default=240.0)
+    parser.add_argument("--server-workers", type=int, default=1)
+    parser.add_argument("--out", default="delivery.md")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
+    parser.add_argument("--experiment", default="bench-delivery", help=argparse.SUPPRESS)
+    parser.add_argument("--home", help=argparse.SUPPRESS)
+    parser.add_argument("--spool", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    quiet_mlflow()
+    root = Path(tempfile.mkdtemp(prefix="kagent-mlflow-bench-"))
+    print(f"starting MLflow server in {root} ...", flush=True)
+    server = start_server(root / "mlflow", workers=args.server_workers)
+    try:
+        seed_exp = "bench-seed-style"
+        seed_style_log(server.url, sample_interaction(-1, seed_exp))  # warm
+        t0 = time.perf_counter()
+        for i in range(args.seed_records):
+            seed_style_log(server.url, sample_interaction(i, seed_exp))
+        seed_s = time.perf_counter() - t0
+        seed_rate = args.seed_records / seed_s
+        print(f"seed-style: {seed_rate:.2f} records/s ({seed_s / args.seed_records * 1000:.0f} ms each)", flush=True)
+
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            f"--tracking-uri={server.url}",
+            f"--home={root / 'home'}",
+            f"--spool={root / 'spool'}",
+            f"--backlog={args.backlog}",
+            f"--workers={args.workers}",
+            f"--max-seconds={args.max_seconds}",
+        ]
+        print(f"ours: burst of {args.backlog} records, up to {args.max_seconds:.0f} s ...", flush=True)
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        ours = json.loads(out.stdout.strip().splitlines()[-1])
+        runs, distinct = count_runs(server.url, "bench-delivery")
+    finally:
+        server.stop()
+
+    rate = ours["delivered"] / ours["elapsed_s"]
+    rows = [
+        ["seed-style (synchronous, inline)", f"{seed_rate:.2f}", "1.0x", f"{args.seed_records}", "-", "-"],
+        [
+            f"ours (Recorder, {args.workers} workers + spool drain)",
+            f"{rate:.2f}",
+            f"{rate / seed_rate:.1f}x",
+            f"{ours['delivered']} of {ours['backlog']} in {ours['elapsed_s']:.0f} s",
+            f"{ours['rss_peak_mb']:.0f} MB (before burst: {ours['rss_before_mb']:.0f} MB)",
+            f"{ours['handoff_s'] * 1e6 / ours['backlog']:.0f} µs/record",
+        ],
+    ]
+    table = md_table(["delivery", "records/s", "vs seed", "records", "peak RSS", "hand-off"], rows)
+    text = (
+        f"# Delivery throughput and memory\n\n{machine()}\n\n"
+        f"MLflow server: SQLite + proxied artifacts, {args.server_workers} server worker(s), same machine.\n\n"
+        f"{table}\n\n"
+        f"Runs in MLflow for our records: {runs} runs, {distinct} distinct interaction ids "
+        f"(+1 warm-up record); still spooled when the child stopped: {ours['spooled_left']}.\n\n"
+        f"Command: `.venv/bin/python benchmarks/delivery.py {' '.join(sys.argv[1:])}`\n"
+    )
+    print(text)
+    print(f"written to {write_result(args.out, text)}")
+    if runs != distinct:
+        sys.exit("duplicate runs found")
+
+
+if __name__ == "__main__":
+    main()
