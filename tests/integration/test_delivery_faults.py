@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
