@@ -141,6 +141,8 @@ def test_tool_errors_unknown_tools_and_hangs_go_back_to_the_model(scripted_model
     started = time.monotonic()
     response = make_agent(scripted_model).predict(ask("try everything"))
     assert time.monotonic() - started < 8  # the hanging tool was cut off
+    async_response = asyncio.run(make_agent(scripted_model).apredict(ask("try everything")))
+    assert async_response.model_dump()["output"] == response.model_dump()["output"]
     outputs = [item.output for item in response.output if item.type == "function_call_output"]
     assert outputs == [
         "Error: tool 'broken' raised PermissionError: forbidden: rbac",
@@ -164,6 +166,26 @@ def test_step_limit_ends_the_turn_with_a_clear_message(scripted_model: ModelServ
     call_ids = [i.call_id for i in response.output if i.type == "function_call"]
     output_ids = [i.call_id for i in response.output if i.type == "function_call_output"]
     assert len(call_ids) == 3 and call_ids == output_ids  # every call has its output: the history stays valid
+
+    async def stream() -> list:
+        agent = make_agent(scripted_model, max_steps=2)
+        return [e async for e in agent.apredict_stream(ask("loop forever"))]
+
+    events = asyncio.run(stream())
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert deltas == [
+        "Stopped: reached the limit of 2 model calls before a final answer. Ask a narrower question or raise max_steps."
+    ]
+    assert events[-1].response["custom_outputs"]["stop_reason"] == "max_steps"
+
+
+def test_agent_survives_pickling(scripted_model: ModelServerClient) -> None:
+    import pickle
+
+    agent = make_agent(scripted_model, tools=[])
+    agent.predict(ask("warm up"))  # clients exist now
+    clone = pickle.loads(pickle.dumps(agent))
+    assert final_text(clone.predict(ask("again"))) == "Scripted answer to: again"
 
 
 def test_chat_history_reaches_the_model_in_order(scripted_model: ModelServerClient) -> None:

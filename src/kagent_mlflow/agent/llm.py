@@ -228,6 +228,10 @@ class ModelClient:
         self._sync: openai.OpenAI | None = None
         self._async: tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (MLflow may pickle a python_model): HTTP clients are rebuilt on first use."""
+        return {"config": self.config, "_model": self._model, "_sync": None, "_async": None}
+
     # -- clients ------------------------------------------------------------------------------------------------
 
     def _client_kwargs(self) -> dict[str, Any]:
