@@ -327,6 +327,28 @@ def test_embedded_store_under_home_nothing_in_cwd(tmp_path: Path, monkeypatch: p
     assert MlflowSink(settings).write(it) == ref  # replay in embedded mode: same run
 
 
+def test_one_sink_shared_by_threads(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """The delivery layer calls one sink from several worker threads: every record lands once, in one experiment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = settings_for(mlflow_server, tmp_path)
+    sink = MlflowSink(settings)
+    records = [make_interaction(settings, question=f"question {i}") for i in range(24)]
+
+    def deliver(it: Interaction) -> str:
+        return sink.write(it, sink.open_run(it).run_id if len(it.question) % 2 else None).run_id
+
+    with ThreadPoolExecutor(6) as pool:
+        run_ids = list(pool.map(deliver, records))
+    client = MlflowClient(mlflow_server.url)
+    (experiment,) = [e for e in client.search_experiments() if e.name == settings.experiment_name]
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert sorted(r.info.run_id for r in runs) == sorted(run_ids)
+    assert {r.data.tags["interaction_id"] for r in runs} == {it.interaction_id for it in records}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len(client.search_traces(locations=[experiment.experiment_id], max_results=100)) == 24
+
+
 @pytest.mark.timeout(60)  # MLflow's default retry policy would take minutes here
 def test_dead_server_fails_fast(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
