@@ -205,20 +205,18 @@ def test_secrets_never_reach_mlflow(mlflow_server: MlflowServer, tmp_path: Path)
     assert "[REDACTED]" in logged[2] and "[REDACTED]" in logged[4]
 
 
-@pytest.mark.parametrize("with_open_run", [False, True], ids=["no-open-run", "open-run"])
+@pytest.mark.parametrize("mode", ["new-process", "new-process-with-run-id", "same-sink"])
 @pytest.mark.parametrize("step", STEPS)
-def test_replay_after_crash_at_each_step(
-    mlflow_server: MlflowServer, tmp_path: Path, step: str, with_open_run: bool
-) -> None:
+def test_replay_after_crash_at_each_step(mlflow_server: MlflowServer, tmp_path: Path, step: str, mode: str) -> None:
     settings = settings_for(mlflow_server, tmp_path)
     it = make_interaction(settings)
     first = MlflowSink(settings)
-    run_id = first.open_run(it).run_id if with_open_run else None
+    run_id = first.open_run(it).run_id if mode != "new-process" else None
     with pytest.raises(StoppedAfterStep):
         first.write(it, run_id, _stop_after=step)
 
     # A new sink stands for a new process: it knows nothing but the record (and the run id, if it was spooled).
-    ref = MlflowSink(settings).write(it, run_id)
+    ref = (first if mode == "same-sink" else MlflowSink(settings)).write(it, run_id)
     client = MlflowClient(mlflow_server.url)
     (run,) = runs_for(client, ref.experiment_id, it.interaction_id)
     assert run.info.run_id == ref.run_id and run.info.status == "FINISHED"
@@ -240,14 +238,22 @@ def test_replay_after_crash_at_each_step(
 def test_write_of_a_finished_run_is_a_no_op(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     settings = settings_for(mlflow_server, tmp_path)
     it = make_interaction(settings)
-    ref = MlflowSink(settings).write(it)
-    sink = MlflowSink(settings)
-    sink._experiment_id(it.experiment_name)  # warm the experiment cache: count only the record's own calls
-    before = access_log(mlflow_server)
-    assert sink.write(it) == ref
-    assert sink.write(it, ref.run_id) == ref
-    calls = access_log(mlflow_server)[len(before) :]
-    assert len(calls) == 2, calls  # one search_runs, one get_run: nothing written
+    writer = MlflowSink(settings)
+    ref = writer.write(it)
+
+    def calls_of(action) -> int:  # type: ignore[no-untyped-def]
+        sink = MlflowSink(settings)
+        sink._experiment_id(it.experiment_name)  # warm the experiment cache: count only the record's own calls
+        before = len(access_log(mlflow_server))
+        assert action(sink) == ref
+        return len(access_log(mlflow_server)) - before
+
+    assert calls_of(lambda sink: sink.write(it)) == 1  # search_runs finds it FINISHED: nothing written
+    assert calls_of(lambda sink: sink.write(it, ref.run_id)) == 1  # get_run finds it FINISHED
+    before = len(access_log(mlflow_server))
+    assert writer.write(it) == ref  # the sink that wrote it remembers: no round trip at all
+    assert writer.open_run(it) == ref  # a late open_run (the live path was slow) reuses the run
+    assert len(access_log(mlflow_server)) == before
     assert len(runs_for(MlflowClient(mlflow_server.url), ref.experiment_id, it.interaction_id)) == 1
 
 

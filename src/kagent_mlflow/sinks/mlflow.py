@@ -19,7 +19,14 @@ Idempotent by ``interaction_id``: steps run in the order run → batch → artif
 (tags overwrite; metrics carry a fixed timestamp so a duplicate is dropped by the store; params never change;
 artifacts overwrite; the trace id is derived from the interaction id and the server merges a re-sent trace).
 A replay finds the run by its ``interaction_id`` tag; a run already FINISHED/FAILED means the record was fully
-written (ending is the last step), so write() returns its RunRef without writing anything.
+written (ending is the last step), so write() returns its RunRef without writing anything. Within one sink, a
+bounded memory of interaction ids (and a lock per id) makes open_run and write of the same record share one run
+even when they race (a late open_run after write reuses the run), and makes a repeated write free.
+The trace is not searched for: its id is derived from the interaction id, so writing it again merges into it.
+
+Test hooks: ``write(..., _stop_after=step)`` raises ``StoppedAfterStep`` after a step; ``on_step`` is called after
+each step; the environment variable ``KAGENT_MLFLOW_FAULT_AFTER_STEP=<step>`` SIGKILLs the process after that step
+(for fault tests that drive a real deliverer process).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +62,17 @@ STEPS = ("run", "batch", "artifacts", "trace", "end")
 FAULT_ENV = "KAGENT_MLFLOW_FAULT_AFTER_STEP"  # test hook: SIGKILL this process right after the named step
 _TERMINAL = {RunStatus.to_string(RunStatus.FINISHED), RunStatus.to_string(RunStatus.FAILED)}
 _TAG_MAX = 5000
+_MEMORY = 10_000  # interaction ids remembered per sink
 _METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class _Known:
+    run_id: str
+    experiment_id: str
+    artifact_uri: str
+    done: bool = False
 
 
 class RunRef(BaseModel):
@@ -107,7 +124,10 @@ class MlflowSink:
         self._client: MlflowClient | None = None
         self._tracing: TracingClient | None = None
         self._experiments: dict[str, str] = {}
-        self._opened: OrderedDict[str, tuple[str, str]] = OrderedDict()  # run_id -> (experiment_id, artifact_uri)
+        # What this sink already knows per interaction id (bounded): the run opened or written, and whether done.
+        self._known: OrderedDict[str, _Known] = OrderedDict()
+        # One lock per interaction id (striped): open_run and write of the same record never both create a run.
+        self._stripes = [threading.Lock() for _ in range(64)]
         self._spans_in_store: bool | None = None
 
     # ---------------------------------------------------------------- public API
@@ -117,7 +137,10 @@ class MlflowSink:
 
         Meant for the live path, concurrently with the A2A request; ``write(interaction, run_id)`` completes it.
         """
-        with self._guard("creating the run"):
+        with self._guard("creating the run"), self._stripe(interaction.interaction_id):
+            known = self._recall(interaction.interaction_id)
+            if known is not None:  # write() got there first (e.g. open_run was slow): reuse, never a second run
+                return self._ref(known.experiment_id, known.run_id)
             experiment_id = self._experiment_id(interaction.experiment_name)
             run = self._mlflow().create_run(
                 experiment_id,
@@ -125,7 +148,7 @@ class MlflowSink:
                 tags={k: v for k, v in self._tags(interaction).items() if k in ("interaction_id", "agent", "a2a_url")},
                 run_name=self._run_name(interaction),
             )
-            self._remember(run.info.run_id, experiment_id, run.info.artifact_uri)
+            self._remember(interaction.interaction_id, _Known(run.info.run_id, experiment_id, run.info.artifact_uri))
             return self._ref(experiment_id, run.info.run_id)
 
     def write(self, interaction: Interaction, run_id: str | None = None, *, _stop_after: str | None = None) -> RunRef:
@@ -138,7 +161,7 @@ class MlflowSink:
                 tracking_uri=self.tracking_uri,
                 retryable=False,
             )
-        with self._guard("writing the run"):
+        with self._guard("writing the run"), self._stripe(interaction.interaction_id):
             experiment_id = self._experiment_id(interaction.experiment_name)
             found = self._find_run(interaction, experiment_id, run_id)
             if found is None:
@@ -148,11 +171,12 @@ class MlflowSink:
                     tags=self._tags(interaction),
                     run_name=self._run_name(interaction),
                 )
-                run_id, artifact_uri = run.info.run_id, run.info.artifact_uri
-            else:
-                run_id, experiment_id, artifact_uri, done = found
-                if done:
-                    return self._ref(experiment_id, run_id)
+                found = _Known(run.info.run_id, experiment_id, run.info.artifact_uri)
+            elif found.done:
+                self._remember(interaction.interaction_id, found)
+                return self._ref(found.experiment_id, found.run_id)
+            self._remember(interaction.interaction_id, found)
+            run_id, experiment_id, artifact_uri = found.run_id, found.experiment_id, found.artifact_uri
             self._step("run", _stop_after)
 
             metrics, params, tags = self._batch(interaction)
@@ -170,8 +194,7 @@ class MlflowSink:
             self._tracing_client().store.update_run_info(
                 run_id, run_status=status, end_time=interaction.ended_at_ms, run_name=None
             )
-            with self._lock:
-                self._opened.pop(run_id, None)
+            self._remember(interaction.interaction_id, _Known(run_id, experiment_id, artifact_uri, done=True))
             self._step("end", _stop_after)
             return self._ref(experiment_id, run_id)
 
@@ -185,15 +208,12 @@ class MlflowSink:
 
     # ---------------------------------------------------------------- steps
 
-    def _find_run(
-        self, interaction: Interaction, experiment_id: str, run_id: str | None
-    ) -> tuple[str, str, str, bool] | None:
-        """(run_id, experiment_id, artifact_uri, already_finished) of this interaction's run, or None."""
+    def _find_run(self, interaction: Interaction, experiment_id: str, run_id: str | None) -> _Known | None:
+        """This interaction's run: from memory (no round trip), by its id (get_run) or by tag (search_runs)."""
+        known = self._recall(interaction.interaction_id)
+        if known is not None and run_id in (None, known.run_id):
+            return known
         if run_id:
-            with self._lock:
-                cached = self._opened.get(run_id)
-            if cached:
-                return run_id, cached[0], cached[1], False
             try:
                 run = self._mlflow().get_run(run_id)
             except RestException as err:
@@ -204,8 +224,8 @@ class MlflowSink:
                     raise
             else:
                 if run.info.lifecycle_stage == "active":
-                    done = run.info.status in _TERMINAL
-                    return run_id, run.info.experiment_id, run.info.artifact_uri, done
+                    info = run.info
+                    return _Known(run_id, info.experiment_id, info.artifact_uri, done=info.status in _TERMINAL)
         runs = self._mlflow().search_runs(
             [experiment_id],
             filter_string=f"tags.interaction_id = '{interaction.interaction_id}'",
@@ -216,8 +236,8 @@ class MlflowSink:
         if not runs:
             return None
         done = [r for r in runs if r.info.status in _TERMINAL]
-        run = done[0] if done else runs[0]
-        return run.info.run_id, run.info.experiment_id, run.info.artifact_uri, bool(done)
+        info = (done or runs)[0].info
+        return _Known(info.run_id, info.experiment_id, info.artifact_uri, done=bool(done))
 
     def _batch(self, interaction: Interaction) -> tuple[list[Metric], list[Param], list[RunTag]]:
         ts = interaction.ended_at_ms  # fixed timestamp: a replayed metric is an exact duplicate, which is dropped
@@ -347,11 +367,19 @@ class MlflowSink:
     def _run_name(self, interaction: Interaction) -> str:
         return interaction.run_name or f"{interaction.agent_name}-{interaction.interaction_id[:8]}"
 
-    def _remember(self, run_id: str, experiment_id: str, artifact_uri: str) -> None:
+    def _stripe(self, interaction_id: str) -> threading.Lock:
+        return self._stripes[hash(interaction_id) % len(self._stripes)]
+
+    def _recall(self, interaction_id: str) -> _Known | None:
         with self._lock:
-            self._opened[run_id] = (experiment_id, artifact_uri)
-            while len(self._opened) > 10_000:  # runs opened but never written (process dying): bounded memory
-                self._opened.popitem(last=False)
+            return self._known.get(interaction_id)
+
+    def _remember(self, interaction_id: str, known: _Known) -> None:
+        with self._lock:
+            self._known[interaction_id] = known
+            self._known.move_to_end(interaction_id)
+            while len(self._known) > _MEMORY:  # bounded memory, whatever the backlog
+                self._known.popitem(last=False)
 
     def _ref(self, experiment_id: str, run_id: str) -> RunRef:
         return RunRef(run_id=run_id, experiment_id=experiment_id, url=self.run_url(experiment_id, run_id))
