@@ -630,10 +630,12 @@ if pytest is not None:
             stop_subprocess(client)
 
     @pytest.fixture
-    def scripted_model(model_server: ModelServerClient) -> ModelServerClient:
-        """The session model server, reset (no rules, no delay, no recorded requests) for this test."""
+    def scripted_model(model_server: ModelServerClient) -> Iterator[ModelServerClient]:
+        """The session model server, reset (no rules, no delay, no recorded requests) for this test and after it,
+        so a script (e.g. a model listing) never leaks into servers started later in the session (Llama Stack)."""
         model_server.reset()
-        return model_server
+        yield model_server
+        model_server.reset()
 
 
 # --------------------------------------------------------------------------------------------------------------
