@@ -31,7 +31,6 @@ each step; the environment variable ``KAGENT_MLFLOW_FAULT_AFTER_STEP=<step>`` SI
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -42,9 +41,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.entities import RunStatus, ViewType
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracing.client import TracingClient
 from mlflow.tracking import MlflowClient
@@ -53,6 +51,7 @@ from pydantic import BaseModel
 from ..config import Settings
 from ..errors import DeliveryError
 from ..records import Interaction
+from ._content import OPEN_RUN_TAGS, artifact_texts, run_batch, run_name, run_tags
 from ._errors import describe
 from ._trace import build_trace
 from ._transport import HttpPolicy, ScopedS3, artifact_repository, fail_fast
@@ -61,9 +60,7 @@ from .redact import Redactor
 STEPS = ("run", "batch", "artifacts", "trace", "end")
 FAULT_ENV = "KAGENT_MLFLOW_FAULT_AFTER_STEP"  # test hook: SIGKILL this process right after the named step
 _TERMINAL = {RunStatus.to_string(RunStatus.FINISHED), RunStatus.to_string(RunStatus.FAILED)}
-_TAG_MAX = 5000
 _MEMORY = 10_000  # interaction ids remembered per sink
-_METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 
 
@@ -145,8 +142,8 @@ class MlflowSink:
             run = self._mlflow().create_run(
                 experiment_id,
                 start_time=interaction.started_at_ms,
-                tags={k: v for k, v in self._tags(interaction).items() if k in ("interaction_id", "agent", "a2a_url")},
-                run_name=self._run_name(interaction),
+                tags={k: v for k, v in run_tags(interaction, self._redact).items() if k in OPEN_RUN_TAGS},
+                run_name=run_name(interaction),
             )
             self._remember(interaction.interaction_id, _Known(run.info.run_id, experiment_id, run.info.artifact_uri))
             return self._ref(experiment_id, run.info.run_id)
@@ -168,8 +165,8 @@ class MlflowSink:
                 run = self._mlflow().create_run(
                     experiment_id,
                     start_time=interaction.started_at_ms,
-                    tags=self._tags(interaction),
-                    run_name=self._run_name(interaction),
+                    tags=run_tags(interaction, self._redact),
+                    run_name=run_name(interaction),
                 )
                 found = _Known(run.info.run_id, experiment_id, run.info.artifact_uri)
             elif found.done:
@@ -179,7 +176,7 @@ class MlflowSink:
             run_id, experiment_id, artifact_uri = found.run_id, found.experiment_id, found.artifact_uri
             self._step("run", _stop_after)
 
-            metrics, params, tags = self._batch(interaction)
+            metrics, params, tags = run_batch(interaction, self._redact)
             self._mlflow().log_batch(run_id, metrics=metrics, params=params, tags=tags)
             self._step("batch", _stop_after)
 
@@ -239,32 +236,8 @@ class MlflowSink:
         info = (done or runs)[0].info
         return _Known(info.run_id, info.experiment_id, info.artifact_uri, done=bool(done))
 
-    def _batch(self, interaction: Interaction) -> tuple[list[Metric], list[Param], list[RunTag]]:
-        ts = interaction.ended_at_ms  # fixed timestamp: a replayed metric is an exact duplicate, which is dropped
-        values: dict[str, float] = {"latency_ms": float(interaction.latency_ms)}
-        for key, value in interaction.usage.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                values[_METRIC_KEY.sub("_", key)[:250]] = float(value)
-        usage = interaction.token_usage
-        if usage:
-            for key, value in usage.model_dump().items():
-                values.setdefault(key, float(value))
-        values["tool_calls"] = float(len(interaction.tool_calls))
-        metrics = [Metric(key, value, ts, 0) for key, value in values.items()]
-        params = [Param("question_chars", str(len(interaction.question)))]
-        tags = [RunTag(k, v) for k, v in self._tags(interaction).items()]
-        return metrics, params, tags
-
     def _log_artifacts(self, interaction: Interaction, artifact_uri: str) -> None:
-        answer = interaction.answer
-        if answer is None:
-            answer = f"(no answer: {interaction.error or 'the agent returned nothing'})"
-        raw = self._redact(_jsonable(interaction.raw_response))
-        files = {
-            "question.txt": self._redact.text(interaction.question),
-            "answer.txt": self._redact.text(answer),
-            "a2a_response.json": json.dumps(raw, indent=2, ensure_ascii=False, default=str) + "\n",
-        }
+        files = artifact_texts(interaction, self._redact)
         repo = artifact_repository(artifact_uri, self.tracking_uri, self._s3)
         with tempfile.TemporaryDirectory(prefix="kagent-mlflow-") as tmp:
             for name, text in files.items():
@@ -350,23 +323,6 @@ class MlflowSink:
             self._experiments[name] = experiment_id
         return experiment_id
 
-    def _tags(self, interaction: Interaction) -> dict[str, str]:
-        tags = {
-            "interaction_id": interaction.interaction_id,
-            "agent": interaction.agent_name,
-            "a2a_url": self._redact.text(interaction.a2a_url),
-            "kagent_task_id": interaction.task_id,
-            "kagent_context_id": interaction.context_id,
-            "task_state": interaction.task_state,
-            "protocol_version": interaction.protocol_version,
-            "status": interaction.status,
-            "error": self._redact.text(interaction.error)[:_TAG_MAX] if interaction.error else None,
-        }
-        return {k: str(v) for k, v in tags.items() if v is not None}
-
-    def _run_name(self, interaction: Interaction) -> str:
-        return interaction.run_name or f"{interaction.agent_name}-{interaction.interaction_id[:8]}"
-
     def _stripe(self, interaction_id: str) -> threading.Lock:
         return self._stripes[hash(interaction_id) % len(self._stripes)]
 
@@ -409,18 +365,6 @@ class MlflowSink:
                     cause=cause,
                     retryable=retryable,
                 ) from err
-
-
-def _jsonable(value: Any) -> Any:
-    """The raw reply as JSON data (it may arrive as a string holding JSON)."""
-    if isinstance(value, (bytes, bytearray)):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _clear_server_version_cache() -> None:
