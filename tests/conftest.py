@@ -6,4 +6,5 @@ pytest_plugins: list[str] = [
     "tests.support.mlflow_server",
     "tests.support.agent_server",
     "tests.support.kagent_runtime",
+    "tests.support.a2a_agents",
 ]
