@@ -502,12 +502,56 @@ def unreachable_url() -> Iterator[str]:
         sock.close()
 
 
+# What ``--record DIR`` writes: file name -> (face, question). Bodies are stored byte for byte as served.
+RECORDINGS = {
+    "v10-task-completed.json": ("", "What is Kubernetes?"),
+    "v10-message.json": ("", "[message] What is Kubernetes?"),
+    "v10-task-tool-call.json": ("", "[tool] Which pods run in the default namespace?"),
+    "v10-task-failed.json": ("", "[fail] Please fail"),
+    "v10-task-input-required.json": ("", "[input] Restart the pod"),
+    "v10-task-empty.json": ("", "[empty] Say nothing"),
+    "v03-message.json": ("v03/", "[message] What is Kubernetes?"),
+    "v03-task-input-required.json": ("v03/", "[input] Restart the pod"),
+    "v03-task-empty.json": ("v03/", "[empty] Say nothing"),
+}
+
+
+def record(directory: Path) -> None:
+    """Ask the agent each recorded question with a raw JSON-RPC request and save the reply bodies."""
+    import httpx
+
+    agent = start_agent()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, (face, question) in RECORDINGS.items():
+            if face:
+                message = {"kind": "message", "role": "user", "messageId": f"msg-{name}",
+                           "parts": [{"kind": "text", "text": question}]}  # fmt: skip
+                request = {"jsonrpc": "2.0", "id": "rec-1", "method": "message/send", "params": {"message": message}}
+                headers = {"A2A-Version": "0.3"}
+            else:
+                message = {"role": "ROLE_USER", "messageId": f"msg-{name}", "parts": [{"text": question}]}
+                request = {"jsonrpc": "2.0", "id": "rec-1", "method": "SendMessage", "params": {"message": message}}
+                headers = {"A2A-Version": "1.0"}
+            reply = httpx.post(agent.url + face, json=request, headers=headers, timeout=30)
+            reply.raise_for_status()
+            (directory / name).write_bytes(reply.content)
+        card = httpx.get(f"{agent.url}.well-known/agent-card.json", timeout=30)
+        (directory / "v10-agent-card.json").write_bytes(card.content)
+    finally:
+        agent.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Deterministic a2a-sdk 1.x test agent (protocol 1.0; 0.3 at /v03/).")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one, printed)")
     parser.add_argument("--name", default=AGENT_NAME, help="the agent's name on its card")
+    parser.add_argument("--record", type=Path, metavar="DIR", help="record replies into DIR (tests/fixtures/a2a)")
     args = parser.parse_args(argv)
-    serve(args.port, name=args.name)
+    if args.record:
+        record(args.record)
+    else:
+        serve(args.port, name=args.name)
 
 
 if __name__ == "__main__":
