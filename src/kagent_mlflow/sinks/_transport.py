@@ -43,9 +43,9 @@ _MARK = "_kagent_mlflow_wrapped"
 def _install() -> None:
     """Wrap MLflow's retrying HTTP helper once per process; behaviour is unchanged unless a policy is set."""
     with _install_lock:
-        original = rest_utils._get_http_response_with_retries
-        if getattr(original, _MARK, False):
-            return
+        original = getattr(rest_utils, "_get_http_response_with_retries", None)
+        if original is None or getattr(original, _MARK, False):
+            return  # already wrapped, or a future MLflow renamed it: its own retry settings then apply
 
         def wrapped(method, url, max_retries, backoff_factor, backoff_jitter, retry_codes, *args, **kwargs):  # type: ignore[no-untyped-def]
             policy = _POLICY.get()
