@@ -148,6 +148,19 @@ class KagentMLflowLogger:
             self._sink = MlflowSink(self.settings)
         return self._sink
 
+    def _delivery_sink(self) -> Any:
+        """The sink the recorder's threads use: it steps aside between MLflow calls while a question is live."""
+        if self._sink is None:
+            from .sinks.mlflow import MlflowSink
+
+            self._sink = MlflowSink(self.settings, on_step=self._yield_to_live)
+        return self._sink
+
+    def _yield_to_live(self, _step: str) -> None:
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.yield_to_live()
+
     def _get_recorder(self) -> Any:
         """The background deliverer (created on first use; MLflow itself is imported by its threads)."""
         if self._recorder is None:
@@ -156,7 +169,7 @@ class KagentMLflowLogger:
                     from .delivery import Recorder, Spool
 
                     self._recorder = Recorder(
-                        self._mlflow_sink,
+                        self._delivery_sink,
                         Spool(self.settings.effective_spool_dir),
                         workers=1 if self.settings.is_embedded else 4,  # one writer for the local SQLite store
                         exit_timeout=self.flush_timeout,
@@ -190,6 +203,7 @@ class KagentMLflowLogger:
         try:
             reply = self._client().ask(question, timeout=timeout)
         except AgentError as err:
+            pending.end()
             latency_ms = (time.perf_counter() - t0) * 1000
             interaction = _failed_interaction(self.settings, question, err, interaction_id, started_at_ms, latency_ms)
             interaction.run_name = run_name
@@ -200,6 +214,8 @@ class KagentMLflowLogger:
             err.run_url = result["run_url"]  # type: ignore[attr-defined]
             err.logging_error = result["logging_error"]  # type: ignore[attr-defined]
             raise
+        finally:
+            pending.end()  # idempotent: the live request is over, background delivery may proceed
         latency_ms = (time.perf_counter() - t0) * 1000
         interaction = Interaction(
             interaction_id=interaction_id,

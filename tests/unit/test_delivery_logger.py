@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,12 @@ from .test_delivery_recorder import FakeSink
 
 
 class FakeAgent:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, delay: float = 0.0) -> None:
         self.fail = fail
+        self.delay = delay
 
     def ask(self, question: str, timeout: float = 120) -> AgentReply:
+        time.sleep(self.delay)
         reply = AgentReply(
             answer=f"echo {question}",
             agent_name="agent",
@@ -56,7 +59,7 @@ def make_logger(tmp_path: Path):
 def test_answer_returns_while_mlflow_is_blocked_and_run_id_is_the_real_one(make_logger) -> None:
     sink = FakeSink()
     sink.gate = threading.Event()  # writes hang until released: the answer must not wait for them
-    logger = make_logger(sink)
+    logger = make_logger(sink, FakeAgent(delay=0.2))  # a thinking agent: the run is opened meanwhile
     result = logger.send_question("hi")
     assert result.delivery.wait(0.05) is False
     assert dict.__getitem__(result, "answer") == "echo hi"
@@ -67,6 +70,19 @@ def test_answer_returns_while_mlflow_is_blocked_and_run_id_is_the_real_one(make_
     assert result.delivery.ref.run_id == run_id and len(sink.runs) == 1
     assert json.loads(json.dumps(result, default=str))["run_id"] == run_id
     assert dict(result)["run_id"] == run_id
+
+
+def test_fast_answer_gets_its_run_id_from_the_background_write(make_logger) -> None:
+    sink = FakeSink()
+    sink.gate = threading.Event()
+    logger = make_logger(sink)  # answers at once: no early open, the write creates the run
+    result = logger.send_question("hi")
+    assert sink.opened == 0 and not result.delivery.wait(0.05)
+    threading.Timer(0.2, sink.gate.set).start()
+    run_id = result["run_id"]
+    assert run_id is not None and run_id == sink.runs[result["interaction_id"]]["run_id"]
+    assert result["run_url"].endswith(run_id) and result["logging_error"] is None
+    assert sink.opened == 0 and len(sink.runs) == 1
 
 
 def test_mlflow_down_gives_the_answer_and_says_where_the_record_is(make_logger, tmp_path: Path) -> None:

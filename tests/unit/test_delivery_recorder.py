@@ -132,6 +132,31 @@ def test_begin_creates_the_run_early_and_write_completes_that_same_run(sink: Fak
     assert len(sink.runs) == 1
 
 
+def test_delivery_steps_aside_while_a_live_request_is_in_flight(sink: FakeSink, recorder_factory) -> None:
+    recorder = recorder_factory(sink, yield_limit=5)
+    with recorder.live_request():
+        ticket = recorder.record(make())
+        assert not ticket.wait(0.3)  # the deliverer waits for the live request to end
+    assert ticket.wait(5) and ticket.delivered
+
+
+def test_live_requests_never_starve_delivery(sink: FakeSink, recorder_factory) -> None:
+    recorder = recorder_factory(sink, yield_limit=0.1)
+    with recorder.live_request():
+        ticket = recorder.record(make())
+        assert ticket.wait(5) and ticket.delivered  # bounded wait: delivery proceeds anyway
+
+
+def test_fast_answer_skips_the_early_open(sink: FakeSink, recorder_factory) -> None:
+    recorder = recorder_factory(sink, early_run_after=0.2)
+    interaction = make()
+    pending = recorder.begin(interaction)
+    ticket = recorder.record(interaction, pending)  # the answer came before the grace period ended
+    assert ticket.wait(5) and pending.run_id(5) == ticket.ref.run_id
+    time.sleep(0.3)
+    assert sink.opened == 0 and len(sink.runs) == 1 and sink.write_run_ids == [None]
+
+
 def test_mlflow_down_keeps_every_record_then_delivers_them_when_it_returns(
     sink: FakeSink, recorder_factory, tmp_path: Path
 ) -> None:

@@ -10,9 +10,13 @@ Life of a record:
    circuit opens so later records do not each wait through retries, and a retry thread drains the journal once
    MLflow answers again. ``kagent-mlflow replay`` does the same on demand.
 
-``begin()`` is the other half: called when a question is sent, it asks a background thread to create the MLflow run
-at once (``sink.open_run``), so the run id is usually known by the time the answer arrives, without MLflow being on
-the live path. ``PendingRun.run_id(timeout)`` resolves it.
+``begin()`` is the other half, called when a question is sent: if the agent is still thinking after
+``early_run_after`` (20 ms), a background thread creates the MLflow run (``sink.open_run``), so its id is known by
+the time the answer arrives; a faster answer needs no head start and the write creates the run.
+``PendingRun.run_id(timeout)`` resolves it either way.
+
+Deliverers step aside while a live request is in flight (``LiveGate``, bounded wait): in one Python process they
+would otherwise compete with the caller for the interpreter lock right when its answer arrives.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..records import Interaction
+from .handles import Delivery, LiveGate, PendingRun
 from .replay import replay
 from .sink import RunRefLike, Sink, is_retryable
 from .spool import Spool, SpoolEntry
@@ -33,56 +39,6 @@ from .spool import Spool, SpoolEntry
 log = logging.getLogger("kagent_mlflow.delivery")
 
 _STOP = object()
-
-
-class PendingRun:
-    """The MLflow run being created in the background for one interaction."""
-
-    def __init__(self, interaction_id: str) -> None:
-        self.interaction_id = interaction_id
-        self._event = threading.Event()
-        self.ref: RunRefLike | None = None
-        self.error: str | None = None
-
-    def _resolve(self, ref: RunRefLike | None, error: str | None = None) -> None:
-        self.ref, self.error = ref, error
-        self._event.set()
-
-    def done(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, timeout: float | None = None) -> RunRefLike | None:
-        self._event.wait(timeout)
-        return self.ref
-
-    def run_id(self, timeout: float | None = None) -> str | None:
-        """The run id, waiting at most ``timeout`` s; None when MLflow could not be reached in time."""
-        ref = self.wait(timeout)
-        return ref.run_id if ref is not None else None
-
-
-class Delivery:
-    """The fate of one recorded interaction: delivered (``ref``) or kept in the spool (``spooled``)."""
-
-    def __init__(self, interaction_id: str) -> None:
-        self.interaction_id = interaction_id
-        self._event = threading.Event()
-        self.ref: RunRefLike | None = None
-        self.spooled = False
-        self.rejected = False  # the sink refused the record for good: replaying it as is will not help
-        self.error: str | None = None
-
-    def _finish(self, ref: RunRefLike | None, error: str | None = None, *, rejected: bool = False) -> None:
-        self.ref, self.error, self.spooled, self.rejected = ref, error, ref is None, rejected
-        self._event.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """True once the outcome is known (delivered or spooled)."""
-        return self._event.wait(timeout)
-
-    @property
-    def delivered(self) -> bool:
-        return self.ref is not None
 
 
 @dataclass
@@ -116,6 +72,8 @@ class Recorder:
         retry_interval: float = 15.0,
         retry_gap: float = 1.0,
         open_run_wait: float = 60.0,
+        early_run_after: float = 0.02,
+        yield_limit: float = 0.25,
         exit_timeout: float = 10.0,
         drain_on_start: bool = True,
     ) -> None:
@@ -128,6 +86,9 @@ class Recorder:
         self.retry_interval = retry_interval
         self.retry_gap = retry_gap
         self.open_run_wait = open_run_wait
+        self.early_run_after = early_run_after
+        self.yield_limit = yield_limit
+        self.gate = LiveGate()
         self.exit_timeout = exit_timeout
         self.stats = RecorderStats()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
@@ -145,7 +106,7 @@ class Recorder:
         self._close_lock = threading.Lock()
         self._drain_pending = drain_on_start
         self._threads = [self._start(self._work, f"kagent-mlflow-deliver-{i}") for i in range(max(1, workers))]
-        self._threads += [self._start(self._open_runs, f"kagent-mlflow-open-run-{i}") for i in range(2)]
+        self._threads.append(self._start(self._open_runs, "kagent-mlflow-open-run"))
         self._threads.append(self._start(self._sync_loop, "kagent-mlflow-spool-sync"))
         self._threads.append(self._start(self._retry_loop, "kagent-mlflow-retry"))
         atexit.register(self._atexit)
@@ -159,19 +120,34 @@ class Recorder:
     # ---- live-path API ------------------------------------------------------------------------------------
 
     def begin(self, stub: Interaction) -> PendingRun:
-        """Start creating the run for ``stub.interaction_id`` in the background; returns at once."""
-        pending = PendingRun(stub.interaction_id)
+        """Mark a live request as started and have its run created in the background; returns at once.
+
+        The run is opened only if the agent has not answered within ``early_run_after`` s (a fast answer needs no
+        head start, and opening it then would compete with the caller); otherwise the delivery's write creates it.
+        Pass the handle to ``record`` (or call ``end()`` on it) when the request is over.
+        """
+        pending = PendingRun(stub.interaction_id, on_end=self.gate.enter())
         if self._closed or self._circuit_open():
-            pending._resolve(None, "MLflow unreachable; the run is created when the record is delivered")
+            pending._skip_open()
             return pending
         try:
-            self._open_queue.put_nowait((stub, pending))
+            self._open_queue.put_nowait((stub, pending, time.monotonic()))
         except queue.Full:
-            pending._resolve(None, "too many runs being opened; the run is created when the record is delivered")
+            pending._skip_open()
         return pending
+
+    def live_request(self) -> Any:
+        """Context manager marking a live request that does not go through ``begin`` (delivery steps aside)."""
+        return self.gate.request()
+
+    def yield_to_live(self, *_: object) -> None:
+        """Called by deliverers between MLflow calls: wait (bounded) while a live request is in flight."""
+        self.gate.wait_idle(self.yield_limit)
 
     def record(self, interaction: Interaction, pending_run: PendingRun | None = None) -> Delivery:
         """Journal the record and queue it for delivery; never blocks on MLflow and never drops the record."""
+        if pending_run is not None:
+            pending_run.end()
         ticket = Delivery(interaction.interaction_id)
         with self._cv:
             self.stats.recorded += 1
@@ -219,7 +195,7 @@ class Recorder:
         self._stop.set()
         self._wake_retry.set()
         self._wake_sync.set()
-        for q, count in ((self._queue, self._count("deliver")), (self._open_queue, self._count("open-run"))):
+        for q, count in ((self._queue, self._count("deliver")), (self._open_queue, 1)):
             for _ in range(count):
                 try:
                     q.put_nowait(_STOP)
@@ -279,13 +255,16 @@ class Recorder:
 
     def _deliver(self, item: _Item) -> None:
         error: BaseException | None = None
+        pending = item.pending
+        early = pending is not None and not pending._skip_open()  # an early open_run started: complete that run
         for attempt in range(self.attempts):
             if self._circuit_open() or self._stop.is_set():
                 break
             if attempt and self._stop.wait(self.backoff * 2 ** (attempt - 1)):
                 break
             try:
-                run_id = item.pending.run_id(self.open_run_wait) if item.pending else None
+                run_id = pending.run_id(self.open_run_wait) if early and pending is not None else None
+                self.yield_to_live()
                 ref = self._get_sink().write(item.interaction, run_id=run_id)
             except Exception as err:
                 error = err
@@ -296,7 +275,8 @@ class Recorder:
             self._delivered(item, ref)
             return
         if error is None:
-            self._leave_in_spool(item, "MLflow unreachable (retrying in the background)", retryable=True)
+            reason = "recorder closed before delivery" if self._stop.is_set() else "MLflow unreachable (retrying later)"
+            self._leave_in_spool(item, reason, retryable=True)
             return
         retryable = is_retryable(error)
         if retryable:
@@ -307,6 +287,8 @@ class Recorder:
         self._down_until = 0.0
         if item.entry is not None:
             self.spool.ack(item.entry)
+        if item.pending is not None:
+            item.pending._resolve(ref)
         item.ticket._finish(ref)
         with self._cv:
             self.stats.delivered += 1
@@ -320,6 +302,8 @@ class Recorder:
         else:
             self.spool.give_up(item.entry)
             self._warn_spooled(interaction_id, reason)
+        if item.pending is not None:
+            item.pending._resolve(None, reason)
         item.ticket._finish(None, reason, rejected=not retryable)
         with self._cv:
             self.stats.spooled += 1
@@ -357,7 +341,10 @@ class Recorder:
             job = self._open_queue.get()
             if job is _STOP:
                 return
-            stub, pending = job  # type: ignore[misc]
+            stub, pending, submitted = job  # type: ignore[misc]
+            pending._ended.wait(submitted + self.early_run_after - time.monotonic())
+            if pending._ended.is_set() or not pending._start_open():
+                continue  # answered already: the delivery's write creates the run
             if self._circuit_open():
                 pending._resolve(None, "MLflow unreachable")
                 continue
