@@ -116,3 +116,27 @@ def test_error_trace_has_error_status() -> None:
     assert built.info.state.value == "ERROR"
     assert built.spans[0].status.status_code.value == "ERROR"
     assert "HTTP 500" in built.spans[0].status.description
+
+
+def test_batch_is_deterministic_with_safe_metric_names() -> None:
+    from kagent_mlflow.sinks._content import run_batch
+
+    it = interaction(usage={"totalTokenCount": 10, "weird key(1)": 2.5})
+    metrics, params, tags = run_batch(it, Redactor())
+    again, _, _ = run_batch(it, Redactor())
+    assert [(m.key, m.value, m.timestamp, m.step) for m in metrics] == [
+        (m.key, m.value, m.timestamp, m.step) for m in again
+    ]
+    values = {m.key: m.value for m in metrics}
+    assert values == {
+        "latency_ms": 250.0,
+        "totalTokenCount": 10.0,
+        "weird key_1_": 2.5,
+        "input_tokens": 0.0,
+        "output_tokens": 0.0,
+        "total_tokens": 10.0,
+        "tool_calls": 0.0,
+    }
+    assert {m.timestamp for m in metrics} == {it.ended_at_ms}
+    assert [(p.key, p.value) for p in params] == [("question_chars", "12")]
+    assert {t.key for t in tags} == {"interaction_id", "agent", "a2a_url", "status"}
