@@ -403,3 +403,30 @@ def test_router_returns_the_specialists_answer_directly(scripted_model: ModelSer
     assert final_text(response) == "A Route exposes a service."
     assert response.custom_outputs["stop_reason"] == "return_direct"
     assert len(scripted_model.chat_requests()) == 2  # the router did not call the model again
+
+
+def test_async_entry_points_run_one_turns_tool_calls_concurrently(scripted_model: ModelServerClient) -> None:
+    """Each tool waits for the other to start: run one after the other, the first would time out."""
+    started: dict[str, asyncio.Event] = {}
+
+    async def _meet(me: str, other: str) -> str:
+        started.setdefault(me, asyncio.Event()).set()
+        await started.setdefault(other, asyncio.Event()).wait()
+        return f"{me} met {other}"
+
+    @tool(timeout=5)
+    async def left() -> str:
+        """Left."""
+        return await _meet("left", "right")
+
+    @tool(timeout=5)
+    async def right() -> str:
+        """Right."""
+        return await _meet("right", "left")
+
+    scripted_model.set_script(
+        [{"after_tool": False, "tool_calls": [{"name": "left", "arguments": {}}, {"name": "right", "arguments": {}}]}]
+    )
+    response = asyncio.run(make_agent(scripted_model, tools=[left, right]).apredict(ask("meet")))
+    outputs = [i.output for i in response.output if i.type == "function_call_output"]
+    assert outputs == ["left met right", "right met left"]  # in call order

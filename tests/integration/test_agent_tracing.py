@@ -175,3 +175,35 @@ def test_a_failing_model_call_is_an_error_span(scripted_model, tracing_to_server
     [llm] = _children(trace, root)
     assert root.status.status_code == "ERROR" and llm.status.status_code == "ERROR"
     assert "HTTP 500" in json.dumps([e.attributes for e in llm.events])
+
+
+def test_concurrent_async_specialists_each_nest_under_their_own_tool_span(scripted_model, tracing_to_server) -> None:
+    scripted_model.set_script(
+        [
+            {
+                "has_tool": "ask_k8s",
+                "after_tool": False,
+                "tool_calls": [
+                    {"name": "ask_k8s", "arguments": {"request": "check prod"}},
+                    {"name": "ask_docs", "arguments": {"request": "what is OOMKilled?"}},
+                ],
+            },
+            {
+                "system": "cluster specialist",
+                "after_tool": False,
+                "tool_calls": [{"name": "get_pods", "arguments": {"namespace": "prod"}}],
+            },
+        ]
+    )
+    k8s = _agent(scripted_model, name="k8s", instructions="You are a cluster specialist.", tools=[get_pods])
+    docs = _agent(scripted_model, name="docs", instructions="You are a docs specialist.", tools=[])
+    boss = supervisor([k8s, docs], base_url=scripted_model.root, model="scripted-model")
+    response = asyncio.run(boss.apredict(_ask("Is prod OK?")))
+    [trace] = _fetch(tracing_to_server)
+    by_id = {s.span_id: s for s in trace.data.spans}
+    subs = {s.name: s for s in trace.data.spans if s.span_type == SpanType.AGENT and s.parent_id}
+    assert by_id[subs["k8s"].parent_id].name == "ask_k8s"
+    assert by_id[subs["docs"].parent_id].name == "ask_docs"
+    assert [s.name for s in _children(trace, subs["k8s"])] == ["chat.completions", "get_pods", "chat.completions"]
+    assert [s.name for s in _children(trace, subs["docs"])] == ["chat.completions"]
+    assert trace.info.token_usage["total_tokens"] == response.usage.total_tokens

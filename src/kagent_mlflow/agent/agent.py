@@ -7,6 +7,7 @@ and ``apredict`` / ``apredict_stream`` (async, for the Agent Server, so concurre
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -279,10 +280,9 @@ class LlamaStackAgent(ResponsesAgent):
                 reply = await self.client.acomplete(turn.messages, specs, **turn.overrides)
             for item in turn.add_reply(reply):
                 yield _done(item)
-            results = []
-            for call in reply.tool_calls:
-                result = await self._acall_tool(call, turn.usage)
-                results.append(result)
+            # The calls of one model turn run concurrently here (e.g. two specialists at once); results keep order.
+            results = list(await asyncio.gather(*(self._acall_tool(call, turn.usage) for call in reply.tool_calls)))
+            for call, result in zip(reply.tool_calls, results, strict=True):
                 yield _done(turn.add_tool_result(call, result))
             if reply.tool_calls and (direct := turn.direct_answer(reply, results)) is not None:
                 for event in _final(direct, stream):
