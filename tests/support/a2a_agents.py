@@ -152,6 +152,9 @@ class ScriptedExecutor(AgentExecutor):
             answer = f"Authorization: {headers.get('authorization', '<none>')}"
         usage = {"kagent_usage_metadata": usage_for(question, answer)}
 
+        def said(text: str) -> dict[str, Any]:  # usage of a reply that says ``text`` instead of the answer
+            return {"kagent_usage_metadata": usage_for(question, text)}
+
         if "[message]" in lowered:
             message = Message(
                 role=Role.ROLE_AGENT,
@@ -171,13 +174,14 @@ class ScriptedExecutor(AgentExecutor):
             return updater.new_agent_message([new_text_part(text)], metadata=metadata)
 
         if "[fail]" in lowered:
-            await updater.failed(agent_message(f"Scripted failure for: {question}", usage))
+            failure = f"Scripted failure for: {question}"
+            await updater.failed(agent_message(failure, said(failure)))
         elif "[reject]" in lowered:
             await updater.reject(agent_message("I do not answer questions like that."))
         elif "[cancel]" in lowered:
             await updater.cancel(agent_message("Canceled by the agent."))
         elif "[input]" in lowered:
-            await updater.requires_input(agent_message(INPUT_QUESTION, usage))
+            await updater.requires_input(agent_message(INPUT_QUESTION, said(INPUT_QUESTION)))
         elif "[empty]" in lowered:
             await updater.add_artifact([], name="answer")
             await updater.update_status(TaskState.TASK_STATE_COMPLETED, metadata=usage)

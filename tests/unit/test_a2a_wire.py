@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 
 import httpx
@@ -58,16 +59,25 @@ def test_body_problems(exchange: Exchange, problem: str | None) -> None:
 
 
 def test_connection_refused_is_unreachable_and_says_what_to_check() -> None:
-    err = chained(A2AClientError("Network communication error"), httpx.ConnectError("[Errno 111] Connection refused"))
+    refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")
+    err = chained(A2AClientError("Network communication error"), chained(httpx.ConnectError("x"), refused))
 
     mapped = classify(err, URL, Exchange(), 5)
 
     assert isinstance(mapped, AgentUnreachableError)
     assert str(mapped) == (
-        f"agent at {URL}: cannot connect ([Errno 111] Connection refused); "
-        "is the agent running and the URL/port-forward right?"
+        f"agent at {URL}: cannot connect (connection refused); is the agent running and the URL/port-forward right?"
     )
     assert mapped.raw is None
+
+
+def test_unknown_host_is_unreachable() -> None:
+    err = chained(httpx.ConnectError("x"), socket.gaierror(-2, "Name or service not known"))
+
+    mapped = classify(err, URL, Exchange(), 5)
+
+    assert isinstance(mapped, AgentUnreachableError)
+    assert "cannot connect (host name not found: [Errno -2] Name or service not known)" in str(mapped)
 
 
 @pytest.mark.parametrize(

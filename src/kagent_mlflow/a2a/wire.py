@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,7 +121,7 @@ def classify(err: BaseException, url: str, exchange: Exchange | None, timeout: f
             return AgentProtocolError(url, problem, raw=raw)
     if _caused_by(err, (httpx.ConnectError,)):
         return AgentUnreachableError(
-            url, f"cannot connect ({_root_text(err)}); is the agent running and the URL/port-forward right?"
+            url, f"cannot connect ({_connect_failure(err)}); is the agent running and the URL/port-forward right?"
         )
     if _caused_by(err, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
         return AgentProtocolError(url, f"connection broken before a reply arrived ({_root_text(err)})", raw=raw)
@@ -137,9 +138,24 @@ def _caused_by(err: BaseException, types: tuple[type[BaseException], ...]) -> bo
     return False
 
 
-def _root_text(err: BaseException) -> str:
-    """The innermost cause's message (``[Errno 111] Connection refused``)."""
+def _root(err: BaseException) -> BaseException:
     cause, seen = err, 0
     while (cause.__cause__ or cause.__context__) is not None and seen < 20:
         cause, seen = cause.__cause__ or cause.__context__, seen + 1  # type: ignore[assignment]
+    return cause
+
+
+def _root_text(err: BaseException) -> str:
+    """The innermost cause's message (``Server disconnected without sending a response``)."""
+    cause = _root(err)
     return one_line(str(cause) or type(cause).__name__, 160)
+
+
+def _connect_failure(err: BaseException) -> str:
+    """``connection refused`` / ``host name not found: ...`` rather than asyncio's ``Connect call failed``."""
+    cause = _root(err)
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return f"host name not found: {one_line(str(cause), 120)}"
+    return _root_text(err)
