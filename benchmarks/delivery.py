@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from _common import (
+    count_runs,
     machine,
     md_table,
     quiet_mlflow,
@@ -80,23 +81,6 @@ def child(args: argparse.Namespace) -> None:
             }
         )
     )
-
-
-def count_runs(tracking_uri: str, experiment: str) -> tuple[int, int]:
-    """(runs, distinct interaction ids) in the experiment."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    ids: list[str] = []
-    token = None
-    while exp is not None:
-        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
-        ids += [r.data.tags.get("interaction_id", "") for r in page]
-        token = page.token
-        if not token:
-            break
-    return len(ids), len(set(ids))
 
 
 def main() -> None:
