@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.kagent_runtime import AGENT_NAME, FAIL_RULE, TOOL_RULE, KagentRuntime
-from tests.support.model_server import ModelServerClient, count_words, prompt_tokens
+from tests.support.kagent_runtime import AGENT_NAME, FAIL_RULE, TOOL_RULE, KagentRuntime, expected_usage
+from tests.support.model_server import ModelServerClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("kagent-mlflow"))
@@ -94,13 +94,6 @@ def only_trace(client: Any, experiment_id: str) -> Any:
     return client.get_trace(traces[0].info.trace_id, display=False)
 
 
-def expected_usage(model: ModelServerClient, answer: str) -> dict[str, float]:
-    """The usage the model server reported for its last chat completion, in kagent's key names."""
-    request = model.chat_requests()[-1]
-    prompt, completion = prompt_tokens(request["messages"]), count_words(answer)
-    return {"promptTokenCount": prompt, "candidatesTokenCount": completion, "totalTokenCount": prompt + completion}
-
-
 def check_logged_ok_run(setup: Setup, question: str, answer: str, tmp_path: Path) -> tuple[Any, Any, str]:
     """Tags, token metrics, artifacts and trace of a successful interaction, read back through MLflow's API."""
     client, run, experiment_id = only_run(setup)
@@ -118,8 +111,13 @@ def check_logged_ok_run(setup: Setup, question: str, answer: str, tmp_path: Path
     assert tags["task_state"] == "completed"
     assert tags["protocol_version"] == "0.3"
 
-    usage = expected_usage(setup.model, answer)
-    assert result["metadata"]["kagent_usage_metadata"] == usage
+    usage = expected_usage(setup.model, answer)  # summed over the model calls (kagent reports each on its message)
+    per_call = [
+        m["metadata"]["kagent_usage_metadata"]
+        for m in result["history"]
+        if "kagent_usage_metadata" in m.get("metadata", {})
+    ]
+    assert len(per_call) == len(setup.model.chat_requests())
     metrics = run.data.metrics
     assert {k: metrics[k] for k in usage} == usage
     assert metrics["input_tokens"] == usage["promptTokenCount"]

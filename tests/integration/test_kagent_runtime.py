@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.kagent_runtime import AGENT_NAME, FAIL_RULE, TOOL_RULE, KagentRuntime
-from tests.support.model_server import ModelServerClient, count_words, prompt_tokens
+from tests.support.kagent_runtime import AGENT_NAME, FAIL_RULE, TOOL_RULE, KagentRuntime, expected_usage
+from tests.support.model_server import ModelServerClient
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kagent"
 
@@ -46,11 +46,8 @@ def test_answer_usage_and_ids_come_from_the_runtime(
     # The usage is the model's own count for the one chat completion it served, passed through by kagent.
     (request,) = scripted_model.chat_requests()
     assert request["messages"][-1] == {"role": "user", "content": "What is Kubernetes?"}
-    expected_prompt = prompt_tokens(request["messages"])
-    expected_completion = count_words(reply.answer)
-    assert reply.usage["promptTokenCount"] == expected_prompt
-    assert reply.usage["candidatesTokenCount"] == expected_completion
-    assert reply.usage["totalTokenCount"] == expected_prompt + expected_completion
+    assert reply.usage == expected_usage(scripted_model, reply.answer)
+    assert set(reply.usage) == {"promptTokenCount", "candidatesTokenCount", "totalTokenCount"}
     assert reply.tool_calls == []
 
 
@@ -78,7 +75,7 @@ def test_tool_calls_are_reported(client: Any, scripted_model: ModelServerClient)
     assert "pods in default: web-1, web-2" in json.dumps(call.result)
     assert call.call_id and call.call_id.startswith("call_")
     assert len(scripted_model.chat_requests()) == 2  # the tool round and the final answer
-    assert reply.usage["totalTokenCount"] > 0
+    assert reply.usage == expected_usage(scripted_model, reply.answer)  # both model calls counted
 
 
 def test_failed_task_is_an_error_naming_url_and_cause(

@@ -44,7 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.model_server import ModelServerClient, start_subprocess, stop_subprocess
+from tests.support.model_server import (
+    ModelServerClient,
+    content_text,
+    count_words,
+    prompt_tokens,
+    start_subprocess,
+    stop_subprocess,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_NAME = "rh-analyze-simple"  # what users and the agent card call it
@@ -157,6 +164,22 @@ class KagentRuntime:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+
+def expected_usage(model: ModelServerClient, answer: str) -> dict[str, float]:
+    """What the model server reported over ALL its chat completions for this question, in kagent's key names.
+
+    Each completion's reply reappears as the last assistant message of the next request (a tool round), the last
+    one is the answer; the model server counts words (tool calls: name + arguments)."""
+    requests = model.chat_requests()
+    prompt = sum(prompt_tokens(r["messages"]) for r in requests)
+    completion = count_words(answer)
+    for later in requests[1:]:
+        reply = [m for m in later["messages"] if m["role"] == "assistant"][-1]
+        completion += count_words(content_text(reply.get("content")))
+        for call in reply.get("tool_calls") or []:
+            completion += count_words(call["function"]["name"] + " " + call["function"]["arguments"])
+    return {"promptTokenCount": prompt, "candidatesTokenCount": completion, "totalTokenCount": prompt + completion}
 
 
 def post_json(url: str, body: Any, timeout: float = 60.0) -> bytes:
