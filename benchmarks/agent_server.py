@@ -50,6 +50,8 @@ class Result:
     server_cpu: float
     mlflow_cpu: float
     traces: int | None
+    drain: float | None
+    expected_traces: int
 
     @property
     def rps(self) -> float:
@@ -125,11 +127,12 @@ def _count_traces(tracking_uri: str, experiment: str, expected: int, wait_s: flo
     deadline = time.monotonic() + wait_s
     count = 0
     while time.monotonic() < deadline:
-        traces = client.search_traces(locations=[exp.experiment_id], max_results=expected + 100, include_spans=False)
+        limit = min(expected + 100, 500)
+        traces = client.search_traces(locations=[exp.experiment_id], max_results=limit, include_spans=False)
         count = len(traces)
         if count >= expected:
             break
-        time.sleep(2)
+        time.sleep(1)
     return count
 
 
@@ -143,18 +146,23 @@ def run_mode(mode: str, args: argparse.Namespace, model_root: str, mlflow_url: s
         args=["--blocking"] if mode == "blocking" else [],
         extra_env=extra_env,
     )
+    expected = 5 + args.single + args.requests
     try:
         _sequential(server.url, 5)  # warm-up: imports, connections, first trace export
         single = _sequential(server.url, args.single)
-        time.sleep(1.0)  # let the warm-up traces drain before measuring CPU
+        if not args.no_tracing:
+            _count_traces(mlflow_url, experiment, 5 + args.single)  # let the warm-up traces drain first
         cpu0, mcpu0 = _tree_cpu(server.process.pid), _tree_cpu(mlflow_pid)
         latencies, errors, elapsed = asyncio.run(_load(server.url, args.requests, args.concurrency))
-        time.sleep(3.0)  # trace export continues in the background; count the MLflow side's work too
-        mcpu1 = _tree_cpu(mlflow_pid)
-        cpu_after = _tree_cpu(server.process.pid)
+        drain_start = time.perf_counter()
+        traces = None if args.no_tracing else _count_traces(mlflow_url, experiment, expected, wait_s=180)
+        drain = time.perf_counter() - drain_start
+        cpu1, mcpu1 = _tree_cpu(server.process.pid), _tree_cpu(mlflow_pid)
     finally:
         server.stop()
-    traces = None if args.no_tracing else _count_traces(mlflow_url, experiment, args.requests + 5 + args.single)
+        warnings = [line.rstrip() for line in server.output if "WARNING" in line or "ERROR" in line]
+        for line in warnings[:10]:
+            print(f"  server: {line[:300]}", flush=True)
     return Result(
         mode=mode,
         requests=args.requests,
@@ -162,9 +170,11 @@ def run_mode(mode: str, args: argparse.Namespace, model_root: str, mlflow_url: s
         seconds=elapsed,
         latencies=latencies,
         single=single,
-        server_cpu=(cpu_after - cpu0) / args.requests,
+        server_cpu=(cpu1 - cpu0) / args.requests,
         mlflow_cpu=(mcpu1 - mcpu0) / args.requests,
         traces=traces,
+        drain=None if args.no_tracing else drain,
+        expected_traces=expected,
     )
 
 
@@ -185,25 +195,28 @@ def report(results: list[Result], args: argparse.Namespace, started: str) -> str
         "(SQLite) on the same machine.",
         "",
         "| mode | req/s | vs blocking | p50 ms | p95 ms | p99 ms | own ms/req (single) | server CPU ms/req "
-        "| MLflow CPU ms/req | errors | traces |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| MLflow CPU ms/req | errors | traces | trace drain s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ratio = f"{r.rps / base.rps:.1f}x" if base else "-"
         own = statistics.median(r.single) * 1000 - args.delay_ms
-        traces = "-" if r.traces is None else f"{r.traces}/{r.requests + 5 + args.single}"
+        traces = "-" if r.traces is None else f"{r.traces}/{r.expected_traces}"
+        drain = "-" if r.drain is None else f"{r.drain:.1f}"
         lines.append(
             f"| {r.mode} | {r.rps:.1f} | {ratio} | {r.pct(0.5) * 1000:.0f} | {r.pct(0.95) * 1000:.0f} "
             f"| {r.pct(0.99) * 1000:.0f} | {own:.1f} | {r.server_cpu * 1000:.1f} | {r.mlflow_cpu * 1000:.1f} "
-            f"| {r.errors} | {traces} |"
+            f"| {r.errors} | {traces} | {drain} |"
         )
     lines += [
         "",
         "- *own ms/req (single)*: median latency of sequential single requests minus the model's delay: the time the "
         "Agent Server (validation, agent loop, tracing, HTTP) adds to one answer.",
-        "- *server CPU ms/req*: CPU seconds the Agent Server process used during the load phase, per request.",
-        "- *MLflow CPU ms/req*: the same for the MLflow tracking server (trace ingestion), incl. 3 s after the load.",
-        "- *traces*: traces found in the run's experiment afterwards (warm-up + single + load requests).",
+        "- *server CPU ms/req*: CPU the Agent Server process used from the start of the load until its traces were all"
+        " in MLflow, per request (answering + exporting traces).",
+        "- *MLflow CPU ms/req*: the same for the MLflow tracking server (trace ingestion).",
+        "- *traces*: traces found in the run's experiment (warm-up + single + load requests); *trace drain s*: how long"
+        " after the last answer the last trace arrived (export runs in the background, off the answer's path).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,9 @@ Fixtures:
   ``mlflow_server`` (experiment :data:`EXPERIMENT`). Tests script the model with ``scripted_model``.
 - ``llama_agent_server``: the same, but the model is reached through the real ``llama_stack`` server.
 - ``agent_server_factory``: start private servers (other env, model down, ...); all stopped at teardown.
+
+The servers run :func:`build_test_agent` (tools ``get_pods`` and ``broken_tool``) unless ``extra_env`` names another
+agent with ``KAGENT_MLFLOW_AGENT`` (``""`` = the built-in default agent).
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ def server_env(
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     else:
         env["KAGENT_MLFLOW_TRACING"] = "false"
+    env.setdefault("KAGENT_MLFLOW_AGENT", TEST_AGENT)
     env.update(extra or {})
     return env
 
@@ -186,3 +190,40 @@ def agent_server_factory() -> Iterator:
     finally:
         for server in started:
             server.stop()
+
+
+# -- the agent the test servers run: a LlamaStackAgent with small deterministic tools -----------------------------
+
+PODS = {"prod": {"web-1": "Running", "web-2": "CrashLoopBackOff"}, "dev": {"api-0": "Running"}}
+
+
+def build_test_agent():  # noqa: ANN201 - imported by the server subprocess (KAGENT_MLFLOW_AGENT=...)
+    """A cluster helper with tools: ``get_pods`` (reads :data:`PODS`), ``broken_tool`` (always raises)."""
+    from kagent_mlflow.agent import LlamaStackAgent, tool
+
+    @tool
+    def get_pods(namespace: str) -> dict[str, str]:
+        """List the pods of a namespace with their status.
+
+        Args:
+            namespace: Kubernetes namespace, e.g. "prod".
+        """
+        if namespace not in PODS:
+            raise ValueError(f"namespace {namespace!r} not found")
+        return PODS[namespace]
+
+    @tool
+    def broken_tool(reason: str) -> str:
+        """A tool that always fails (to show how errors reach the model).
+
+        Args:
+            reason: Any text.
+        """
+        raise RuntimeError(f"broken on purpose: {reason}")
+
+    return LlamaStackAgent(
+        name="cluster-helper", instructions="You help with Kubernetes clusters.", tools=[get_pods, broken_tool]
+    )
+
+
+TEST_AGENT = "tests.support.agent_server:build_test_agent"

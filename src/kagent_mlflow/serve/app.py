@@ -8,15 +8,18 @@ For uvicorn: ``uvicorn --factory kagent_mlflow.serve.app:create_app`` or ``uvico
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import ConfigError
 from .config import ServeConfig
 from .handlers import async_handlers, blocking_handlers
 from .middleware import ErrorMiddleware
-from .tracing import configure_tracing
+from .tracing import configure_tracing, flush_traces
 
 logger = logging.getLogger("kagent_mlflow.serve")
 
@@ -46,11 +49,19 @@ def create_app(agent: Any = None, config: ServeConfig | None = None) -> Any:
     app = server.app
     app.title = "kagent-mlflow Agent Server"
     app.add_middleware(ErrorMiddleware)
+    app.router.lifespan_context = _lifespan
     app.state.agent = agent
     app.state.config = config
     mode = "blocking" if config.blocking else "async"
     logger.info("serving %s (%s handlers), traces to %s", type(agent).__name__, mode, config.tracking_uri)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[None]:
+    yield
+    if app.state.config.tracing:
+        await asyncio.to_thread(flush_traces)
 
 
 def load_agent(spec: str | None) -> Any:

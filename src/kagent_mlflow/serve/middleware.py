@@ -1,7 +1,8 @@
 """ASGI middleware in front of MLflow's Agent Server routes: reject bad bodies early, rewrite errors clearly.
 
 - ``POST /invocations`` and ``/responses`` whose body is not JSON, or not a JSON object, get a 400 naming the
-  problem (MLflow's own handler would crash on a JSON list with a bare 500).
+  problem (MLflow's own handler would crash on a JSON list with a bare 500). A string ``input`` (the OpenAI
+  shorthand) becomes one user message.
 - When the agent failed (the invoke/stream wrappers record a :class:`ServeError` in :data:`FAILURE`) and no byte of
   the answer has left yet, the response becomes that error's status (502/504/500) and JSON body. This also covers a
   stream that fails before its first event: the client gets a 502/504, not a ``200`` with an error event.
@@ -46,6 +47,7 @@ class ErrorMiddleware:
         if problem is not None:
             await _send_json(send, ServeError(400, "invalid_request_error", problem))
             return
+        body = _normalise(body)
 
         replayed = False
 
@@ -127,6 +129,16 @@ def _body_problem(body: bytes) -> str | None:
             'send {"input": [{"role": "user", "content": "Hi"}]}'
         )
     return None
+
+
+def _normalise(body: bytes) -> bytes:
+    """Accept the OpenAI shorthand ``"input": "text"`` (what ``client.responses.create(input="...")`` sends) as
+    one user message; MLflow's request model only takes a list."""
+    data = json.loads(body)
+    if isinstance(data.get("input"), str):
+        data["input"] = [{"role": "user", "content": data["input"]}]
+        return json.dumps(data).encode()
+    return body
 
 
 def _kind(status: int) -> str:
