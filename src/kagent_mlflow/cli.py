@@ -305,6 +305,43 @@ def _age(ms: int | None) -> str:
     return f"{seconds:.0f} s"
 
 
+@app.command("serve")
+def serve_command(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default 127.0.0.1; env KAGENT_MLFLOW_SERVE_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port; 0 = any free port (default 8000; env KAGENT_MLFLOW_SERVE_PORT).")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="module:attribute of a ResponsesAgent or factory (env KAGENT_MLFLOW_AGENT).")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI for traces (env MLFLOW_TRACKING_URI).")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment for traces (env MLFLOW_EXPERIMENT_NAME).")
+    ] = None,
+    tracing: Annotated[bool, typer.Option(help="Record an MLflow trace per request.")] = True,
+) -> None:
+    """Serve the Pattern 2 agent with MLflow Agent Server: POST /invocations, /responses (streaming), GET /health."""
+    from .serve.config import ServeConfig
+    from .serve.runner import run
+
+    try:
+        config = ServeConfig.from_env(
+            host=host,
+            port=port,
+            agent=agent,
+            tracking_uri=tracking_uri,
+            experiment_name=experiment,
+            tracing=None if tracing else False,
+        )
+        run(config)
+    except KagentMlflowError as err:
+        raise fail(str(err).splitlines()[0], EXIT_BAD_INPUT) from None
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
