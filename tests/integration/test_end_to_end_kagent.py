@@ -51,7 +51,8 @@ class Setup:
         return self.run(sys.executable, SEED_SCRIPT, question)
 
     def ask_json(self, question: str) -> subprocess.CompletedProcess[str]:
-        return self.run(CLI, "ask", question, "--json")
+        # A generous flush bound: on a loaded CI machine MLflow may need more than the 10 s default.
+        return self.run(CLI, "ask", question, "--json", "--flush-timeout", "120")
 
 
 @pytest.fixture
