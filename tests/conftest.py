@@ -7,4 +7,5 @@ pytest_plugins: list[str] = [
     "tests.support.agent_server",
     "tests.support.kagent_runtime",
     "tests.support.a2a_agents",
+    "tests.support.storage",
 ]
