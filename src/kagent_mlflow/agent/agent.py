@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -20,17 +19,14 @@ from mlflow.types.responses import (
     ResponsesAgentRequest,
     ResponsesAgentResponse,
     ResponsesAgentStreamEvent,
-    create_function_call_item,
-    create_function_call_output_item,
     create_text_delta,
-    create_text_output_item,
     responses_agent_output_reducer,
 )
 
 from .config import ModelConfig
-from .history import to_chat_messages
-from .llm import ModelClient, ModelReply, TextDelta, ToolCallRequest, Usage, dumps_arguments
+from .llm import ModelClient, TextDelta, ToolCallRequest, Usage, dumps_arguments
 from .tools import DEFAULT_TOOL_TIMEOUT, Tool, ToolResult, arun_tool, as_tool, run_tool
+from .turn import Turn, done, final
 
 DEFAULT_MAX_STEPS = 10
 
@@ -38,107 +34,8 @@ DEFAULT_MAX_STEPS = 10
 _CALLER_USAGE: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("kagent_mlflow_caller_usage", default=None)
 
 
-def _done(item: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "response.output_item.done", "item": item}
-
-
-def _final(item: dict[str, Any], stream: bool) -> Iterator[dict[str, Any]]:
-    """Events for an answer the agent wrote itself (step limit, routed answer): streamed as one delta, then done."""
-    if stream:
-        yield create_text_delta(item["content"][0]["text"], item["id"])
-    yield _done(item)
-
-
 def _as_request(request: ResponsesAgentRequest | dict[str, Any]) -> ResponsesAgentRequest:
     return request if isinstance(request, ResponsesAgentRequest) else ResponsesAgentRequest(**request)
-
-
-class _Turn:
-    """The state of one request: chat messages sent so far, output items, summed usage, steps taken."""
-
-    def __init__(self, agent: LlamaStackAgent, request: ResponsesAgentRequest) -> None:
-        self.agent = agent
-        self.messages = to_chat_messages(request.input, agent.instructions)
-        self.overrides: dict[str, Any] = {}
-        if request.temperature is not None:
-            self.overrides["temperature"] = request.temperature
-        if request.max_output_tokens is not None:
-            self.overrides["max_tokens"] = request.max_output_tokens
-        self.output: list[dict[str, Any]] = []
-        self.usage = Usage()
-        self.steps = 0
-        self.model = ""
-        self.stop_reason: str | None = None
-
-    @property
-    def over_limit(self) -> bool:
-        return self.steps >= self.agent.max_steps
-
-    def add_reply(self, reply: ModelReply) -> list[dict[str, Any]]:
-        """Record a model answer; returns its output items (text message first, then one per tool call)."""
-        self.steps += 1
-        self.model = reply.model
-        self.usage.add(reply.usage)
-        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
-        items: list[dict[str, Any]] = []
-        if reply.text or not reply.tool_calls:
-            items.append(create_text_output_item(reply.text, reply.item_id))
-        if reply.tool_calls:
-            message["tool_calls"] = []
-            for call in reply.tool_calls:
-                function = {"name": call.name, "arguments": call.arguments}
-                message["tool_calls"].append({"id": call.call_id, "type": "function", "function": function})
-                items.append(create_function_call_item(f"fc_{call.call_id}", call.call_id, call.name, call.arguments))
-        else:
-            self.stop_reason = "final_answer"
-        self.messages.append(message)
-        self.output.extend(items)
-        return items
-
-    def add_tool_result(self, call: ToolCallRequest, result: ToolResult) -> dict[str, Any]:
-        self.messages.append({"role": "tool", "tool_call_id": call.call_id, "content": result.output})
-        item = create_function_call_output_item(call.call_id, result.output)
-        self.output.append(item)
-        return item
-
-    def direct_answer(self, reply: ModelReply, results: list[ToolResult]) -> dict[str, Any] | None:
-        """If a ``return_direct`` tool succeeded, its output is the final answer (routing to a specialist)."""
-        for call, result in zip(reply.tool_calls, results, strict=True):
-            found = self.agent.tools.get(call.name)
-            if found is not None and found.return_direct and result.error is None:
-                self.stop_reason = "return_direct"
-                return self._final_text(result.output, f"msg_{call.call_id}")
-        return None
-
-    def limit_answer(self) -> dict[str, Any]:
-        self.stop_reason = "max_steps"
-        text = (
-            f"Stopped: reached the limit of {self.agent.max_steps} model calls before a final answer. "
-            "Ask a narrower question or raise max_steps."
-        )
-        return self._final_text(text, f"msg_{uuid.uuid4().hex}")
-
-    def _final_text(self, text: str, item_id: str) -> dict[str, Any]:
-        item = create_text_output_item(text, item_id)
-        self.output.append(item)
-        return item
-
-    @property
-    def finished(self) -> bool:
-        return self.stop_reason is not None
-
-    def response(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": f"resp_{uuid.uuid4().hex}",
-            "object": "response",
-            "status": "completed",
-            "model": self.model or None,
-            "output": self.output,
-            "custom_outputs": {"agent": self.agent.name, "steps": self.steps, "stop_reason": self.stop_reason},
-        }
-        if (usage := self.usage.for_response()) is not None:
-            out["usage"] = usage
-        return out
 
 
 class LlamaStackAgent(ResponsesAgent):
@@ -207,11 +104,11 @@ class LlamaStackAgent(ResponsesAgent):
     # -- the loop (blocking) ----------------------------------------------------------------------------------
 
     def _events(self, request: ResponsesAgentRequest, stream: bool) -> Iterator[dict[str, Any]]:
-        turn = _Turn(self, request)
+        turn = Turn(self, request)
         specs = self._specs()
         while not turn.finished:
             if turn.over_limit:
-                for event in _final(turn.limit_answer(), stream):
+                for event in final(turn.limit_answer(), stream):
                     yield event
                 break
             if stream:
@@ -225,14 +122,14 @@ class LlamaStackAgent(ResponsesAgent):
             else:
                 reply = self.client.complete(turn.messages, specs, **turn.overrides)
             for item in turn.add_reply(reply):
-                yield _done(item)
+                yield done(item)
             results = []
             for call in reply.tool_calls:
                 result = self._call_tool(call, turn.usage)
                 results.append(result)
-                yield _done(turn.add_tool_result(call, result))
+                yield done(turn.add_tool_result(call, result))
             if reply.tool_calls and (direct := turn.direct_answer(reply, results)) is not None:
-                for event in _final(direct, stream):
+                for event in final(direct, stream):
                     yield event
         _annotate_agent_span(turn)
         yield {"type": "response.completed", "response": turn.response()}
@@ -261,11 +158,11 @@ class LlamaStackAgent(ResponsesAgent):
     # -- the loop (async) -------------------------------------------------------------------------------------
 
     async def _aevents(self, request: ResponsesAgentRequest, stream: bool) -> AsyncIterator[dict[str, Any]]:
-        turn = _Turn(self, request)
+        turn = Turn(self, request)
         specs = self._specs()
         while not turn.finished:
             if turn.over_limit:
-                for event in _final(turn.limit_answer(), stream):
+                for event in final(turn.limit_answer(), stream):
                     yield event
                 break
             if stream:
@@ -279,13 +176,13 @@ class LlamaStackAgent(ResponsesAgent):
             else:
                 reply = await self.client.acomplete(turn.messages, specs, **turn.overrides)
             for item in turn.add_reply(reply):
-                yield _done(item)
+                yield done(item)
             # The calls of one model turn run concurrently here (e.g. two specialists at once); results keep order.
             results = list(await asyncio.gather(*(self._acall_tool(call, turn.usage) for call in reply.tool_calls)))
             for call, result in zip(reply.tool_calls, results, strict=True):
-                yield _done(turn.add_tool_result(call, result))
+                yield done(turn.add_tool_result(call, result))
             if reply.tool_calls and (direct := turn.direct_answer(reply, results)) is not None:
-                for event in _final(direct, stream):
+                for event in final(direct, stream):
                     yield event
         _annotate_agent_span(turn)
         yield {"type": "response.completed", "response": turn.response()}
@@ -400,7 +297,7 @@ def _finish_tool_span(span: Any, result: ToolResult) -> None:
         span.record_exception(result.error)
 
 
-def _annotate_agent_span(turn: _Turn) -> None:
+def _annotate_agent_span(turn: Turn) -> None:
     span = mlflow.get_current_active_span()
     if span is not None:
         span.set_attributes({"agent.name": turn.agent.name, "agent.steps": turn.steps})
