@@ -23,6 +23,7 @@ import pytest
 
 from kagent_mlflow.config import Settings
 from kagent_mlflow.delivery import Spool, replay
+from kagent_mlflow.logger import KagentMLflowLogger
 from kagent_mlflow.records import Interaction
 from tests.support.mlflow_server import MlflowServer, start_mlflow_server
 
@@ -272,3 +273,146 @@ def test_deliverer_killed_after_each_step_then_replay_gives_exactly_one_run(
     (run,) = client.search_runs([client.get_experiment_by_name(settings.experiment_name).experiment_id])
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"question.txt", "answer.txt"}
     assert run.data.metrics["latency_ms"] == pytest.approx(2.5)
+
+
+# ---------------------------------------------------------------------------------------------- MLflow outages
+
+
+def wait_until(predicate, timeout: float, step: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def ask_many(logger: KagentMLflowLogger, n: int, start: int = 0, pause: float = 0.0) -> list[str]:
+    """Ask n questions; every one must be answered whatever MLflow does. Returns their interaction ids."""
+    ids = []
+    for i in range(start, start + n):
+        result = logger.send_question(f"question {i}")
+        assert dict.__getitem__(result, "answer") == f"Answer to: question {i}"
+        ids.append(dict.__getitem__(result, "interaction_id"))
+        if pause:
+            time.sleep(pause)
+    return ids
+
+
+def test_mlflow_not_running_200_answers_200_spooled_then_replayed_once_each(a2a_agent, tmp_path: Path) -> None:
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    server = MlflowServer(
+        f"sqlite:///{root / 'mlflow.db'}",
+        artifacts_args=["--artifacts-destination", str(root / "artifacts")],
+        log_path=root / "server.log",
+    )  # not started: nothing listens on its port yet
+    settings = make_settings(tmp_path, a2a_agent.url, server.url, "faults-never-up")
+    logger = KagentMLflowLogger(settings=settings)
+    ids = ask_many(logger, 200)
+    assert logger.close(timeout=10) is False  # nothing could be delivered
+    assert Spool(settings.effective_spool_dir).status().pending == 200
+    try:
+        server.start()
+        replay_all(settings)
+        assert_one_complete_run_each(server.url, settings.experiment_name, set(ids))
+        assert set(runs_by_interaction(server.url, settings.experiment_name)) == set(ids)
+    finally:
+        server.stop()
+
+
+def test_mlflow_killed_mid_run_and_restarted(a2a_agent, ensure_running: MlflowServer, tmp_path: Path) -> None:
+    server = ensure_running
+    settings = make_settings(tmp_path, a2a_agent.url, server.url, "faults-killed")
+    logger = KagentMLflowLogger(settings=settings)
+    ids = ask_many(logger, 20, pause=0.05)
+    server.kill()  # a crash, with deliveries possibly in flight
+    ids += ask_many(logger, 20, start=20, pause=0.05)
+    restart = threading.Thread(target=server.start)
+    restart.start()
+    ids += ask_many(logger, 20, start=40, pause=0.05)  # answered while MLflow is still starting
+    restart.join()
+    assert server.running
+    logger.close(timeout=30)
+    replay_all(settings)
+    assert_one_complete_run_each(server.url, settings.experiment_name, set(ids))
+
+
+def test_mlflow_answering_500s_then_recovering_logger_delivers_on_its_own(
+    a2a_agent, ensure_running: MlflowServer, tmp_path: Path
+) -> None:
+    proxy = FailingProxy(ensure_running.url)
+    logger = None
+    try:
+        settings = make_settings(tmp_path, a2a_agent.url, proxy.url, "faults-500")
+        logger = KagentMLflowLogger(settings=settings)
+        # Runs get created but every later write fails: half-written runs that must be completed, not duplicated.
+        proxy.fail_paths = ("/runs/log-batch", "/mlflow-artifacts/", "/runs/update", "/traces")
+        ids = ask_many(logger, 10, pause=0.05)
+        assert not logger.flush(30)
+        proxy.fail_paths = ()  # now every request fails
+        ids += ask_many(logger, 10, start=10, pause=0.05)
+        assert not logger.flush(30)
+        assert proxy.failed > 0
+        proxy.fail_paths = None  # MLflow is healthy again
+        ids += ask_many(logger, 10, start=20, pause=0.05)
+        # No replay: the logger's own retry loop delivers what was spooled.
+        assert wait_until(lambda: logger.flush(1), timeout=180), Spool(settings.effective_spool_dir).status()
+        assert logger.close(timeout=30) is True
+        assert Spool(settings.effective_spool_dir).status().pending == 0
+        assert_one_complete_run_each(ensure_running.url, settings.experiment_name, set(ids))
+    finally:
+        if logger is not None:
+            logger.close(timeout=0)
+        proxy.close()
+
+
+# ---------------------------------------------------------------------------------------------- client SIGKILLed
+
+_CLIENT = """
+import sys, time
+from kagent_mlflow.config import Settings
+from kagent_mlflow.logger import KagentMLflowLogger
+
+logger = KagentMLflowLogger(settings=Settings.model_validate_json(sys.argv[1]))
+for i in range(int(sys.argv[2])):
+    result = logger.send_question(f"question {i}")
+    print(dict.__getitem__(result, "interaction_id"), flush=True)
+time.sleep(600)
+"""
+
+
+def test_client_sigkilled_mid_delivery_then_replay_gives_each_answer_exactly_one_run(
+    a2a_agent, ensure_running: MlflowServer, tmp_path: Path
+) -> None:
+    proxy = FailingProxy(ensure_running.url)
+    proxy.delay = 0.15  # a slow MLflow: deliveries are still in flight when the client dies
+    settings = make_settings(tmp_path, a2a_agent.url, proxy.url, "faults-sigkill")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLIENT, settings.model_dump_json(), "40"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+    )
+    answered: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            answered.append(line.strip())
+            if len(answered) == 25:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        proxy.close()
+    assert len(answered) == 25, proc.stderr.read() if proc.stderr else ""
+    assert Spool(settings.effective_spool_dir).status().pending > 0  # killed in the middle of delivery
+
+    direct = settings.model_copy(update={"tracking_uri": ensure_running.url})
+    replay_all(direct)
+    assert_one_complete_run_each(ensure_running.url, settings.experiment_name, set(answered))
