@@ -267,6 +267,18 @@ def test_a_task_left_working_is_polled_until_done(a2a_bad_server: BadServer) -> 
     assert reply.raw["id"] and reply.raw["result"]["id"] == reply.task_id  # raw is the final tasks/get body
 
 
+def test_a_task_that_never_finishes_times_out_naming_it(a2a_bad_server: BadServer) -> None:
+    url = a2a_bad_server.url("v03only")
+    with AgentClient(url, timeout=1) as agent:
+        with pytest.raises(AgentTimeoutError) as caught:
+            agent.ask("never done [stuck]")
+
+    err = caught.value
+    assert err.reply is not None and err.reply.task_id
+    assert_one_line_naming(err, url, "no reply within 1 s", f"(task {err.reply.task_id} still working)")
+    assert err.task_state == "working" and err.raw["result"]["status"]["state"] == "working"
+
+
 def test_legacy_card_only_with_in_cluster_url(a2a_bad_server: BadServer) -> None:
     url = a2a_bad_server.url("legacy")
     with AgentClient(url, timeout=10) as agent:

@@ -23,9 +23,10 @@ From a plain script (benchmarks): ``python -m tests.support.a2a_agents [--port N
 ``a2a_bad_server.url(route)`` for route in :data:`BAD_ROUTES` -- ``http500``, ``http404``, ``notjson``,
 ``rpcerror`` (JSON-RPC error -32602 as kagent sends it for a missing messageId), ``badresult``, ``hang`` (never
 answers), ``v03only`` (no card, A2A 0.3 JSON-RPC only, kagent-shaped replies; ``[working]`` in the question makes
-``message/send`` return a working task that ``tasks/get`` then reports completed), ``legacy`` (only the legacy
-``agent.json`` card, 0.3), ``echo`` (0.3, echoes the Authorization header). ``a2a_bad_server.requests`` records
-(path, headers, JSON body) of every POST. ``unreachable_url`` is a URL where nothing accepts connections.
+``message/send`` return a working task that ``tasks/get`` then reports completed; ``[stuck]`` keeps it working),
+``legacy`` (only the legacy ``agent.json`` card, 0.3), ``echo`` (0.3, echoes the Authorization header).
+``a2a_bad_server.requests`` records (path, headers, JSON body) of every POST. ``unreachable_url`` is a URL where
+nothing accepts connections.
 """
 
 from __future__ import annotations
@@ -419,7 +420,11 @@ class _BadHandler(BaseHTTPRequestHandler):
         method = body.get("method") if isinstance(body, dict) else None
         params = body.get("params", {}) if isinstance(body, dict) else {}
         if method == "tasks/get":
-            task = kagent_task(self.server.working.pop(params.get("id"), "?"), task_id=params.get("id"))
+            question = self.server.working.get(params.get("id"), "?")
+            if "[stuck]" not in question:
+                self.server.working.pop(params.get("id"), None)
+            state = "working" if "[stuck]" in question else "completed"
+            task = kagent_task(question, state=state, task_id=params.get("id"))
             self._send(200, {"jsonrpc": "2.0", "id": rpc_id, "result": task})
             return
         message = params.get("message") if isinstance(params, dict) else None
@@ -430,7 +435,7 @@ class _BadHandler(BaseHTTPRequestHandler):
         question = " ".join(p.get("text", "") for p in message.get("parts", []) if isinstance(p, dict))
         if route == "echo":
             question = f"Authorization: {self.headers.get('Authorization', '<none>')}"
-        if "[working]" in question:
+        if "[working]" in question or "[stuck]" in question:
             task = kagent_task(question, state="working")
             self.server.working[task["id"]] = question
         else:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..config import check_http_url, check_question
-from ..errors import AgentError, AgentProtocolError, AgentTaskError
+from ..errors import AgentError, AgentProtocolError, AgentTaskError, AgentTimeoutError
 from ._loop import LoopThread
 from .card import CardUnavailable, Endpoint, endpoint_from_card, fallback_endpoint, fetch_card
 from .models import AgentReply
@@ -39,6 +39,7 @@ class _Call:
     """Per-ask state shared with the deadline wrapper: the last exchange, for error reports."""
 
     exchange: Exchange | None = None
+    reply: AgentReply | None = None  # the last parsed reply (a task still working when the deadline passed)
 
 
 class AgentClient:
@@ -107,19 +108,28 @@ class AgentClient:
             raise self._redact(err) from None
         except Exception as err:  # noqa: BLE001 - every failure becomes one of our errors, no SDK traceback
             logger.debug("A2A call to %s failed", self.url, exc_info=True)
-            raise self._redact(classify(err, self.url, call.exchange, timeout)) from None
+            mapped = classify(err, self.url, call.exchange, timeout)
+            if isinstance(mapped, AgentTimeoutError) and call.reply is not None:
+                mapped = AgentTimeoutError(  # the task the agent left running, so a failed run names it
+                    self.url,
+                    f"{mapped.cause} (task {call.reply.task_id} still {call.reply.task_state})",
+                    task_state=call.reply.task_state,
+                    raw=call.reply.raw,
+                    reply=call.reply,
+                )
+            raise self._redact(mapped) from None
 
     async def _ask_within(self, question: str, context_id: str | None, timeout: float, call: _Call) -> AgentReply:
         sdk, endpoint = await self._connect()
         started = time.perf_counter()
         body = await self._send(sdk, self._message_request(question, context_id), timeout, call)
-        reply = self._parse(body, endpoint, started)
+        reply = call.reply = self._parse(body, endpoint, started)
         delay = _POLL_FIRST_S
         while reply.task_state in PENDING_STATES and reply.task_id:
             await asyncio.sleep(delay)  # a non-blocking agent: poll the task until it leaves submitted/working
             delay = min(delay * 2, _POLL_MAX_S)
             body = await self._send(sdk, self._get_task_request(reply.task_id), timeout, call)
-            reply = self._parse(body, endpoint, started)
+            reply = call.reply = self._parse(body, endpoint, started)
         if reply.task_state in ERROR_STATES:
             raise AgentTaskError(
                 endpoint.url,
@@ -209,12 +219,15 @@ class AgentClient:
         problem = body_problem(exchange)
         if problem:
             raise AgentProtocolError(self.url, problem, raw=exchange.raw())
-        return exchange.json()
+        body = exchange.json()
+        if self._token and self._token.encode() in exchange.body:
+            body = self._redact_raw(body)  # the agent echoed the token: it must not reach a log
+        return body
 
     def _parse(self, body: Any, endpoint: Endpoint, started: float) -> AgentReply:
         try:
             return parse_reply(
-                self._redact_raw(body),
+                body,
                 url=endpoint.url,
                 agent_name=endpoint.name,
                 protocol_version=endpoint.protocol_version,
