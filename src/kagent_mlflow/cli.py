@@ -80,6 +80,10 @@ def ask(
     except KagentMlflowError as err:
         raise fail(str(err), EXIT_BAD_INPUT) from None
     with logger:
+        from .ui import first_use_notice
+
+        if notice := first_use_notice(logger.settings):
+            typer.echo(notice, err=True)
         if not as_json:
             print_header(question, logger)
         try:
@@ -340,6 +344,28 @@ def serve_command(
         run(config)
     except KagentMlflowError as err:
         raise fail(str(err).splitlines()[0], EXIT_BAD_INPUT) from None
+
+
+@app.command("ui")
+def ui_command(
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(help="Store to browse (default: the local store, or MLFLOW_TRACKING_URI when it is a database)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 = any free port.")] = 5000,
+) -> None:
+    """Start the MLflow UI on the local store (where `ask` logs without a tracking server) and print its address."""
+    from .config import Settings
+    from .ui import plan_ui, serve_ui
+
+    try:
+        plan = plan_ui(Settings.from_env(), backend_store_uri, host, port)
+        code = serve_ui(plan, typer.echo)
+    except (KagentMlflowError, ValueError) as err:
+        raise fail(str(err).splitlines()[0], EXIT_BAD_INPUT) from None
+    if code:
+        raise fail(f"the MLflow UI stopped with exit code {code}; see {plan.log_path}", 1)
 
 
 def main() -> None:
