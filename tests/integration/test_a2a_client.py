@@ -10,7 +10,9 @@ import asyncio
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 
 import pytest
 
@@ -321,3 +323,25 @@ def test_closed_client_refuses_to_ask(unreachable_url: str) -> None:
 
     with pytest.raises(RuntimeError, match="closed"):
         agent.ask("hello?")
+
+
+def test_close_while_a_call_is_in_flight_does_not_hang_the_caller(a2a_bad_server: BadServer) -> None:
+    agent = AgentClient(a2a_bad_server.url("hang"), timeout=60)
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            agent.ask("hello")
+        except BaseException as err:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(err)
+
+    caller = threading.Thread(target=ask)
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not any(r[0] == "/hang/" for r in a2a_bad_server.requests) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    agent.close()
+    caller.join(10)
+
+    assert not caller.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], CancelledError)

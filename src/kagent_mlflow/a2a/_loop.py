@@ -70,12 +70,21 @@ class LoopThread:
             if final is not None:
                 final.close()
             return
-        if final is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(final, loop).result(timeout)
-            except Exception:  # noqa: BLE001 - closing must not fail the caller
-                pass
+        try:
+            asyncio.run_coroutine_threadsafe(_finish(final), loop).result(timeout)
+        except Exception:  # noqa: BLE001 - closing must not fail the caller
+            pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         if not thread.is_alive():
             loop.close()
+
+
+async def _finish(final: Coroutine[Any, Any, Any] | None) -> None:
+    """Cancel calls still in flight (their callers get CancelledError instead of waiting forever), then ``final``."""
+    pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if final is not None:
+        await final
