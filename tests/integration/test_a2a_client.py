@@ -67,6 +67,17 @@ def test_completed_task_over_protocol_1_0(client: AgentClient, a2a_agent: A2AAge
     assert client.endpoint is not None and client.endpoint.card_url == f"{a2a_agent.url}.well-known/agent-card.json"
 
 
+def test_connect_resolves_the_card_ahead_of_the_first_question(a2a_agent: A2AAgent, unreachable_url: str) -> None:
+    with AgentClient(a2a_agent.v03_url, timeout=30) as agent:
+        endpoint = agent.connect()
+
+        assert (endpoint.name, endpoint.protocol_version, endpoint.url) == (AGENT_NAME, "0.3", a2a_agent.v03_url)
+        assert agent.endpoint is endpoint
+    with AgentClient(unreachable_url, timeout=5) as agent:
+        with pytest.raises(AgentUnreachableError):
+            agent.connect()
+
+
 def test_direct_message_result(client: AgentClient) -> None:
     reply = client.ask("[message] hello")
 

@@ -12,9 +12,10 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import check_http_url, check_question
 from ..errors import AgentError, AgentProtocolError, AgentTaskError, AgentTimeoutError
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from a2a.client import Client
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _POLL_FIRST_S = 0.05  # first wait before polling a task the agent left running; doubles up to _POLL_MAX_S
 _POLL_MAX_S = 1.0
@@ -69,6 +71,11 @@ class AgentClient:
         """How the agent is spoken to (URL, name, protocol version), once the first call resolved it."""
         return self._endpoint
 
+    def connect(self, *, timeout: float | None = None) -> Endpoint:
+        """Resolve the card and load the SDK now; otherwise the first ``ask`` does it (and its latency shows it)."""
+        t = self._timeout(timeout)
+        return self._runner.run(self._guarded(self._connect_endpoint(), _Call(), t))
+
     def ask(self, question: str, *, context_id: str | None = None, timeout: float | None = None) -> AgentReply:
         """Send ``question`` and wait for the agent's answer (at most ``timeout`` seconds in all)."""
         question = check_question(question)
@@ -102,8 +109,12 @@ class AgentClient:
 
     async def _ask(self, question: str, context_id: str | None, timeout: float) -> AgentReply:
         call = _Call()
+        return await self._guarded(self._ask_within(question, context_id, timeout, call), call, timeout)
+
+    async def _guarded(self, work: Coroutine[Any, Any, T], call: _Call, timeout: float) -> T:
+        """Run ``work`` within ``timeout`` seconds; any failure leaves as one of our errors, without SDK traceback."""
         try:
-            return await asyncio.wait_for(self._ask_within(question, context_id, timeout, call), timeout)
+            return await asyncio.wait_for(work, timeout)
         except AgentError as err:
             raise self._redact(err) from None
         except Exception as err:  # noqa: BLE001 - every failure becomes one of our errors, no SDK traceback
@@ -139,6 +150,9 @@ class AgentClient:
                 reply=reply,
             )
         return reply
+
+    async def _connect_endpoint(self) -> Endpoint:
+        return (await self._connect())[1]
 
     async def _connect(self) -> tuple[Client, Endpoint]:
         """Resolve the card and build the SDK client, once per AgentClient."""
