@@ -116,6 +116,8 @@ def settle_delivery(logger: Any, source: Any, into: dict[str, Any], flush_timeou
     """
     logger.flush(flush_timeout)
     logger.close(timeout=0)  # whatever is still undelivered is already in the spool: don't wait twice
+    if callable(getattr(into, "resolve", None)):
+        into.resolve()  # settle the lazy run keys now, so a later read cannot overwrite the outcome set below
     delivery = getattr(source, "delivery", None)
     if delivery is None:
         into.update(run_id=None, run_url=None, logging_error=None)

@@ -96,7 +96,8 @@ class Settings(BaseModel):
         check_http_url(self.a2a_url, "A2A URL")
         if self.tracking_uri:
             scheme = urlparse(self.tracking_uri).scheme
-            if scheme not in _TRACKING_SCHEMES and not Path(self.tracking_uri).is_absolute():
+            dialect = scheme.split("+", 1)[0]  # SQLAlchemy's dialect+driver, e.g. postgresql+psycopg2
+            if dialect not in _TRACKING_SCHEMES and not Path(self.tracking_uri).is_absolute():
                 raise ConfigError(
                     f"tracking URI {self.tracking_uri!r} has unsupported scheme {scheme!r}; "
                     "use http(s)://host:port for a server, or leave it unset for the local store"
