@@ -98,6 +98,8 @@ def server_env(
     else:
         env["KAGENT_MLFLOW_TRACING"] = "false"
     env.setdefault("KAGENT_MLFLOW_AGENT", TEST_AGENT)
+    # the test agent lives in tests/: importable whatever the entry point (console scripts do not add the cwd)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.update(extra or {})
     return env
 
@@ -110,11 +112,17 @@ def start_agent_server(
     experiment: str = EXPERIMENT,
     extra_env: dict[str, str] | None = None,
     args: list[str] | None = None,
+    command: list[str] | None = None,
     timeout: float = START_TIMEOUT,
 ) -> AgentServer:
-    """Start the server on a free port and wait for ``/health``; raise with its output if it dies first."""
+    """Start the server on a free port and wait for ``/health``; raise with its output if it dies first.
+
+    ``command`` replaces ``python -m kagent_mlflow.serve --host 127.0.0.1 --port 0`` (e.g. ``kagent-mlflow serve``
+    or ``uvicorn ...``); the URL is read from its ``READY <url>`` or uvicorn's ``running on <url>`` line.
+    """
     env = server_env(model_base_url, model=model, tracking_uri=tracking_uri, experiment=experiment, extra=extra_env)
-    cmd = [sys.executable, "-u", "-m", "kagent_mlflow.serve", "--host", "127.0.0.1", "--port", "0", *(args or [])]
+    cmd = command or [sys.executable, "-u", "-m", "kagent_mlflow.serve", "--host", "127.0.0.1", "--port", "0"]
+    cmd = [*cmd, *(args or [])]
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,
@@ -132,8 +140,13 @@ def start_agent_server(
         assert proc.stdout is not None
         for line in proc.stdout:
             server.output.append(line)
-            if line.startswith("READY ") and not ready.is_set():
+            if ready.is_set():
+                continue
+            if line.startswith("READY "):
                 server.url = line.split()[1]
+                ready.set()
+            elif "Uvicorn running on http" in line:
+                server.url = line.split("running on ")[1].split()[0]
                 ready.set()
 
     threading.Thread(target=pump, name="agent-server-output", daemon=True).start()
