@@ -100,7 +100,13 @@ def local_artifacts(root: Path) -> Callable[[str], dict[str, bytes]]:
     return read
 
 
-@pytest.fixture(params=["embedded", "pg_s3_direct", "pg_s3_proxied"])
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("pg_s3_direct", marks=pytest.mark.postgres),
+        pytest.param("pg_s3_proxied", marks=pytest.mark.postgres),
+    ]
+)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     home = tmp_path / "home"
     if request.param == "embedded":
@@ -244,6 +250,7 @@ def test_ask_through_the_cli_lands_in_storage(backend: Backend, a2a_agent: A2AAg
     )
 
 
+@pytest.mark.postgres
 def test_direct_mode_keys_stay_with_the_logger(
     pg_database: Any, s3_server: MotoS3, mlflow_pg_s3_direct: Any, a2a_agent: A2AAgent, tmp_path: Path, monkeypatch
 ) -> None:

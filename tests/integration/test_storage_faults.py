@@ -91,6 +91,7 @@ def server_env(server: MlflowServer, s3: MotoS3, **changes: str) -> dict[str, st
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_wrong_s3_secret(
     pg_database: PgDatabase, s3_server: MotoS3, mlflow_pg_s3_direct: MlflowServer, a2a_agent: A2AAgent, tmp_path: Path
 ) -> None:
@@ -111,6 +112,7 @@ def test_wrong_s3_secret(
     assert_delivered(pg_database, s3_server, experiment, question)
 
 
+@pytest.mark.postgres
 def test_missing_bucket(
     pg_database: PgDatabase, s3_server: MotoS3, mlflow_pg_s3_direct: MlflowServer, a2a_agent: A2AAgent, tmp_path: Path
 ) -> None:
@@ -139,6 +141,7 @@ def test_missing_bucket(
     )
 
 
+@pytest.mark.postgres
 def test_s3_endpoint_down(
     pg_database: PgDatabase, s3_server: MotoS3, mlflow_pg_s3_direct: MlflowServer, a2a_agent: A2AAgent, tmp_path: Path
 ) -> None:
@@ -178,6 +181,7 @@ def mlflow_behind_proxy(pg_database: PgDatabase, s3_server: MotoS3, tmp_path: Pa
         proxy.stop()
 
 
+@pytest.mark.postgres
 def test_postgres_down_behind_mlflow(
     pg_database: PgDatabase,
     s3_server: MotoS3,
