@@ -126,3 +126,27 @@ def test_embedded_home_defaults_to_the_user_data_dir(monkeypatch: pytest.MonkeyP
     assert settings.is_embedded
     assert settings.effective_tracking_uri == f"sqlite:///{home / 'mlflow.db'}"
     assert settings.embedded_artifact_root == home / "artifacts"
+
+
+@pytest.mark.postgres
+def test_ui_on_a_postgres_store(pg_database, mlflow_pg_s3_proxied, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``--backend-store-uri`` browses any store: here the PostgreSQL database behind the session's servers."""
+    from mlflow.tracking import MlflowClient
+
+    name = f"ui-on-postgres-{uuid.uuid4().hex[:8]}"
+    experiment_id = MlflowClient(mlflow_pg_s3_proxied.url).create_experiment(name)
+    ui = subprocess.Popen(
+        [str(CLI), "ui", "--port", "0", "--backend-store-uri", pg_database.uri],
+        env=clean_env(tmp_path / "home"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = read_line_with(ui, "MLflow UI: http://", timeout=240).split("MLflow UI: ", 1)[1].split()[0]
+        got = httpx.get(f"{url}/api/2.0/mlflow/experiments/get", params={"experiment_id": experiment_id}, timeout=30)
+        assert got.json()["experiment"]["name"] == name
+    finally:
+        ui.send_signal(signal.SIGINT)
+        code = ui.wait(60)
+    assert code == 0

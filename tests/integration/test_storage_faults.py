@@ -28,10 +28,12 @@ pytestmark = pytest.mark.integration
 FLUSH = "20"  # seconds `ask` waits for MLflow before leaving the record in the spool
 
 
-def ask(home: Path, agent: A2AAgent, env: dict[str, str], *extra: str) -> tuple[str, str, subprocess.CompletedProcess]:
+def ask(
+    home: Path, agent: A2AAgent, env: dict[str, str], *extra: str, flush: str = FLUSH
+) -> tuple[str, str, subprocess.CompletedProcess]:
     question = f"Is my storage configured right {uuid.uuid4().hex[:8]}?"
     experiment = f"storage-faults-{uuid.uuid4().hex[:8]}"
-    args = ["ask", question, "--a2a-url", agent.url, "--experiment", experiment, "--flush-timeout", FLUSH, *extra]
+    args = ["ask", question, "--a2a-url", agent.url, "--experiment", experiment, "--flush-timeout", flush, *extra]
     return question, experiment, run_cli(args, clean_env(home, env))
 
 
@@ -209,7 +211,7 @@ def test_postgres_down_under_a_database_tracking_uri(a2a_agent: A2AAgent, tmp_pa
     """A tracking URI naming PostgreSQL itself (no MLflow server) with nothing listening: answer kept, record too."""
     home = tmp_path / "home"
     uri = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/mlflow"
-    question, _, done = ask(home, a2a_agent, {"MLFLOW_TRACKING_URI": uri})
+    question, _, done = ask(home, a2a_agent, {"MLFLOW_TRACKING_URI": uri}, flush="5")
 
     # MLflow's SQL store retries creating its engine for ~100 s (logging a warning per attempt) before it raises,
     # so within the flush timeout the reason is only that the record is not delivered yet.
