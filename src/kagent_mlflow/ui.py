@@ -125,6 +125,7 @@ def serve_ui(plan: UiPlan, echo: Callable[[str], None], *, timeout: float = STAR
             env=env,
             start_new_session=True,  # its own process group, so stopping reaches the uvicorn worker too
         )
+    previous = _stop_on_hangup_and_term()
     try:
         _wait_ready(proc, plan, timeout)
         echo(f"MLflow UI: {plan.url}  (Ctrl+C to stop)")
@@ -133,6 +134,29 @@ def serve_ui(plan: UiPlan, echo: Callable[[str], None], *, timeout: float = STAR
         return 0
     finally:
         _stop(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_on_hangup_and_term() -> dict[int, object]:
+    """Make SIGTERM/SIGHUP (terminal closed, ``kill``) stop the UI like Ctrl+C does, instead of orphaning it.
+
+    The server runs in its own session (so one signal reaches all its processes), which also means it would not
+    get the terminal's signals itself.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous: dict[int, object] = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            previous[sig] = signal.signal(sig, interrupt)
+    return previous
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], plan: UiPlan, timeout: float) -> None:

@@ -28,6 +28,12 @@ def ask(home: Path, agent: A2AAgent, question: str) -> subprocess.CompletedProce
     return run_cli(args, clean_env(home))
 
 
+def start_ui(home: Path, *args: str) -> subprocess.Popen[str]:
+    """``kagent-mlflow ui --port 0 ...`` with KAGENT_MLFLOW_HOME=home; stdout is read for the printed address."""
+    cmd = [str(CLI), "ui", "--port", "0", *args]
+    return subprocess.Popen(cmd, env=clean_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def read_line_with(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
     """Read the process's stdout until a line containing ``needle`` (fail with what was seen)."""
     assert proc.stdout is not None
@@ -65,13 +71,7 @@ def test_local_store_is_announced_once_then_browsable_with_ui(a2a_agent: A2AAgen
     assert second.returncode == 0, second.stderr
     assert "Logging to the local MLflow store" not in second.stderr  # only on first use
 
-    ui = subprocess.Popen(
-        [str(CLI), "ui", "--port", "0"],
-        env=clean_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    ui = start_ui(home)
     try:
         line = read_line_with(ui, "MLflow UI: http://127.0.0.1:", timeout=240)
         url = line.split("MLflow UI: ", 1)[1].split()[0]
@@ -90,6 +90,20 @@ def test_local_store_is_announced_once_then_browsable_with_ui(a2a_agent: A2AAgen
     assert code == 0, ui_err
     assert "Traceback" not in ui_err
     with pytest.raises(httpx.TransportError):  # the MLflow server went with it
+        httpx.get(f"{url}/health", timeout=5)
+
+
+def test_ui_stops_its_server_when_terminated(tmp_path: Path) -> None:
+    """``kill`` (or a closed terminal) must not orphan the MLflow server the UI command started."""
+    ui = start_ui(tmp_path)
+    try:
+        url = read_line_with(ui, "MLflow UI: http://", timeout=240).split("MLflow UI: ", 1)[1].split()[0]
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        code = ui.wait(60)
+    assert code == 0, ui.stderr.read() if ui.stderr else ""
+    with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/health", timeout=5)
 
 
@@ -135,13 +149,7 @@ def test_ui_on_a_postgres_store(pg_database, mlflow_pg_s3_proxied, tmp_path: Pat
 
     name = f"ui-on-postgres-{uuid.uuid4().hex[:8]}"
     experiment_id = MlflowClient(mlflow_pg_s3_proxied.url).create_experiment(name)
-    ui = subprocess.Popen(
-        [str(CLI), "ui", "--port", "0", "--backend-store-uri", pg_database.uri],
-        env=clean_env(tmp_path / "home"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    ui = start_ui(tmp_path / "home", "--backend-store-uri", pg_database.uri)
     try:
         url = read_line_with(ui, "MLflow UI: http://", timeout=240).split("MLflow UI: ", 1)[1].split()[0]
         got = httpx.get(f"{url}/api/2.0/mlflow/experiments/get", params={"experiment_id": experiment_id}, timeout=30)
