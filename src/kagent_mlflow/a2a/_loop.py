@@ -82,9 +82,12 @@ class LoopThread:
 
 async def _finish(final: Coroutine[Any, Any, Any] | None) -> None:
     """Cancel calls still in flight (their callers get CancelledError instead of waiting forever), then ``final``."""
-    pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    for _ in range(5):  # cancelling may spawn clean-up tasks (e.g. a connect attempt): repeat until none are left
+        pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
     if final is not None:
         await final
