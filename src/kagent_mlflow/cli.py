@@ -62,8 +62,12 @@ def ask(
     ] = 10.0,
 ) -> None:
     """Ask the agent one question, print the answer, log the interaction to MLflow."""
+    import logging
+
     from .logger import KagentMLflowLogger
 
+    # The command reports the delivery outcome itself (run link, or where the record was kept): no duplicate log lines.
+    logging.getLogger("kagent_mlflow.delivery").setLevel(logging.ERROR)
     try:
         check_question(question)
         logger = KagentMLflowLogger(
