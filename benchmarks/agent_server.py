@@ -136,26 +136,45 @@ def _count_traces(tracking_uri: str, experiment: str, expected: int, wait_s: flo
     return count
 
 
+# mode -> (server flags, server env, tracing on?)
+MODES: dict[str, tuple[list[str], dict[str, str], bool]] = {
+    "blocking": (["--blocking"], {}, True),
+    "async": ([], {}, True),
+    # MLflow's own export batching (5 spans / 5 s) instead of ours (100 spans / 1 s): what our default saves
+    "async-mlflow-batching": (
+        [],
+        {
+            "MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE": "5",
+            "MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS": "5000",
+        },
+        True,
+    ),
+    "async-no-tracing": ([], {}, False),
+}
+
+
 def run_mode(mode: str, args: argparse.Namespace, model_root: str, mlflow_url: str, mlflow_pid: int) -> Result:
     experiment = f"bench-agent-server-{mode}-{int(time.time())}"
-    extra_env = dict(kv.split("=", 1) for kv in args.server_env)
+    flags, mode_env, tracing = MODES[mode]
+    tracing = tracing and not args.no_tracing
+    extra_env = {"KAGENT_MLFLOW_AGENT": "", **mode_env, **dict(kv.split("=", 1) for kv in args.server_env)}
     server = start_agent_server(
         model_root,
-        tracking_uri=None if args.no_tracing else mlflow_url,
+        tracking_uri=mlflow_url if tracing else None,
         experiment=experiment,
-        args=["--blocking"] if mode == "blocking" else [],
+        args=flags,
         extra_env=extra_env,
     )
     expected = 5 + args.single + args.requests
     try:
         _sequential(server.url, 5)  # warm-up: imports, connections, first trace export
         single = _sequential(server.url, args.single)
-        if not args.no_tracing:
+        if tracing:
             _count_traces(mlflow_url, experiment, 5 + args.single)  # let the warm-up traces drain first
         cpu0, mcpu0 = _tree_cpu(server.process.pid), _tree_cpu(mlflow_pid)
         latencies, errors, elapsed = asyncio.run(_load(server.url, args.requests, args.concurrency))
         drain_start = time.perf_counter()
-        traces = None if args.no_tracing else _count_traces(mlflow_url, experiment, expected, wait_s=180)
+        traces = _count_traces(mlflow_url, experiment, expected, wait_s=180) if tracing else None
         drain = time.perf_counter() - drain_start
         cpu1, mcpu1 = _tree_cpu(server.process.pid), _tree_cpu(mlflow_pid)
     finally:
@@ -173,7 +192,7 @@ def run_mode(mode: str, args: argparse.Namespace, model_root: str, mlflow_url: s
         server_cpu=(cpu1 - cpu0) / args.requests,
         mlflow_cpu=(mcpu1 - mcpu0) / args.requests,
         traces=traces,
-        drain=None if args.no_tracing else drain,
+        drain=drain if tracing else None,
         expected_traces=expected,
     )
 
@@ -187,12 +206,14 @@ def report(results: list[Result], args: argparse.Namespace, started: str) -> str
         f"load average before: {os.getloadavg()[0]:.2f}.",
         "",
         f"Command: `.venv/bin/python benchmarks/agent_server.py --requests {args.requests} "
-        f"--concurrency {args.concurrency} --delay-ms {args.delay_ms:g}`"
-        + (" `--no-tracing`" if args.no_tracing else ""),
+        f"--concurrency {args.concurrency} --delay-ms {args.delay_ms:g} --modes {args.modes}"
+        + (" --no-tracing`" if args.no_tracing else "`"),
         "",
-        f"{args.requests} `/invocations` with {args.concurrency} in flight (one shared httpx client); the model "
-        f"answers after {args.delay_ms:g} ms; tracing {'OFF' if args.no_tracing else 'ON'} to a local MLflow server "
-        "(SQLite) on the same machine.",
+        f"{args.requests} `/invocations` with {args.concurrency} in flight (one shared httpx client) to the built-in "
+        f"agent; the model answers after {args.delay_ms:g} ms. Tracing to a local MLflow server (SQLite, one worker) "
+        "on the same machine, except in `async-no-tracing`. Modes: `blocking` = the agent's sync `predict` registered "
+        "directly (MLflow runs it on the event loop); `async` = our handlers (`apredict`), our trace batching; "
+        "`async-mlflow-batching` = the same with MLflow's default span batching; `async-no-tracing` = tracing off.",
         "",
         "| mode | req/s | vs blocking | p50 ms | p95 ms | p99 ms | own ms/req (single) | server CPU ms/req "
         "| MLflow CPU ms/req | errors | traces | trace drain s |",
@@ -227,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--delay-ms", type=float, default=100.0)
     parser.add_argument("--single", type=int, default=20, help="sequential requests for the per-request overhead")
-    parser.add_argument("--modes", default="blocking,async")
-    parser.add_argument("--no-tracing", action="store_true")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of: {', '.join(MODES)}")
+    parser.add_argument("--no-tracing", action="store_true", help="tracing off in every mode")
     parser.add_argument("--server-env", action="append", default=[], help="NAME=VALUE for the Agent Server (repeat)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "agent_server.md"))
     args = parser.parse_args(argv)
