@@ -310,3 +310,12 @@ def test_streamed_requests_are_traced_too(agent_server, scripted_model, mlflow_s
     trace = _wait_for_trace(MlflowClient(tracking_uri=mlflow_server.url), trace_id)
     assert [s.span_type for s in trace.data.spans].count("LLM") == 1
     assert "Streamed and traced." in json.dumps(trace.data.spans[0].outputs)
+
+
+def test_conversation_and_user_from_the_request_context_tag_the_trace(agent_server, scripted_model, mlflow_server):
+    payload = {**user("hello"), "context": {"conversation_id": "conv-42", "user_id": "alice"}}
+    resp = ask(agent_server.url, payload, **{"x-mlflow-return-trace-id": "true"})
+    assert resp.status_code == 200, resp.text
+    trace = _wait_for_trace(MlflowClient(tracking_uri=mlflow_server.url), resp.json()["metadata"]["trace_id"])
+    assert trace.info.request_metadata["mlflow.trace.session"] == "conv-42"
+    assert trace.info.request_metadata["mlflow.trace.user"] == "alice"

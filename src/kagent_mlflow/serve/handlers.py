@@ -43,6 +43,7 @@ def async_handlers(agent: Any, request_timeout: float) -> tuple[Callable, Callab
         return await asyncio.to_thread(agent.predict, request)
 
     async def invoke(request: Any) -> Any:
+        annotate_trace(request)
         try:
             return await asyncio.wait_for(call(request), request_timeout)
         except asyncio.TimeoutError as exc:
@@ -51,6 +52,7 @@ def async_handlers(agent: Any, request_timeout: float) -> tuple[Callable, Callab
             raise _fail(exc) from exc
 
     async def stream(request: Any) -> AsyncIterator[Any]:
+        annotate_trace(request)
         events = apredict_stream(request) if apredict_stream is not None else _in_thread(agent.predict_stream, request)
         try:
             async for event in events:
@@ -66,12 +68,14 @@ def blocking_handlers(agent: Any) -> tuple[Callable, Callable]:
     """``(invoke, stream)`` calling the agent's synchronous methods on the event loop (benchmark baseline)."""
 
     def invoke(request: Any) -> Any:
+        annotate_trace(request)
         try:
             return agent.predict(request)
         except Exception as exc:
             raise _fail(exc) from exc
 
     def stream(request: Any) -> Iterator[Any]:
+        annotate_trace(request)
         try:
             yield from agent.predict_stream(request)
         except Exception as exc:
@@ -79,6 +83,20 @@ def blocking_handlers(agent: Any) -> tuple[Callable, Callable]:
 
     _name(agent, invoke, stream)
     return invoke, stream
+
+
+def annotate_trace(request: Any) -> None:
+    """Group traces in MLflow's UI: the request's ``context.conversation_id`` becomes the trace's session and
+    ``context.user_id`` its user (the Responses ``user`` field is the fallback)."""
+    import mlflow
+
+    if mlflow.get_current_active_span() is None:  # tracing off
+        return
+    context = getattr(request, "context", None)
+    session = getattr(context, "conversation_id", None)
+    user = getattr(context, "user_id", None) or getattr(request, "user", None)
+    if session or user:
+        mlflow.update_current_trace(session_id=session, user=user)
 
 
 def _name(agent: Any, invoke: Callable, stream: Callable) -> None:
