@@ -75,14 +75,15 @@ def test_answer_returns_while_mlflow_is_blocked_and_run_id_is_the_real_one(make_
 def test_fast_answer_gets_its_run_id_from_the_background_write(make_logger) -> None:
     sink = FakeSink()
     sink.gate = threading.Event()
-    logger = make_logger(sink)  # answers at once: no early open, the write creates the run
+    logger = make_logger(sink)  # answers at once: no early open; the deliverer creates the run, then writes
     result = logger.send_question("hi")
-    assert sink.opened == 0 and not result.delivery.wait(0.05)
-    threading.Timer(0.2, sink.gate.set).start()
-    run_id = result["run_id"]
+    assert not result.delivery.wait(0.05)
+    run_id = result["run_id"]  # known once the run exists, while the rest of the write still hangs
     assert run_id is not None and run_id == sink.runs[result["interaction_id"]]["run_id"]
-    assert result["run_url"].endswith(run_id) and result["logging_error"] is None
-    assert sink.opened == 0 and len(sink.runs) == 1
+    assert result["logging_error"] is None and not result.delivery.wait(0)
+    sink.gate.set()
+    assert logger.flush(5) and result.delivery.ref.run_id == run_id
+    assert sink.opened == 1 and len(sink.runs) == 1
 
 
 def test_mlflow_down_gives_the_answer_and_says_where_the_record_is(make_logger, tmp_path: Path) -> None:

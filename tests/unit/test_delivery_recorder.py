@@ -154,7 +154,8 @@ def test_fast_answer_skips_the_early_open(sink: FakeSink, recorder_factory) -> N
     ticket = recorder.record(interaction, pending)  # the answer came before the grace period ended
     assert ticket.wait(5) and pending.run_id(5) == ticket.ref.run_id
     time.sleep(0.3)
-    assert sink.opened == 0 and len(sink.runs) == 1 and sink.write_run_ids == [None]
+    # No early open: the deliverer created the run itself (one create, no search) and wrote that same run.
+    assert sink.opened == 1 and len(sink.runs) == 1 and sink.write_run_ids == [ticket.ref.run_id]
 
 
 def test_mlflow_down_keeps_every_record_then_delivers_them_when_it_returns(

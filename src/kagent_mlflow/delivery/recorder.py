@@ -257,13 +257,23 @@ class Recorder:
         error: BaseException | None = None
         pending = item.pending
         early = pending is not None and not pending._skip_open()  # an early open_run started: complete that run
+        run_id: str | None = None
         for attempt in range(self.attempts):
             if self._circuit_open() or self._stop.is_set():
                 break
             if attempt and self._stop.wait(self.backoff * 2 ** (attempt - 1)):
                 break
             try:
-                run_id = pending.run_id(self.open_run_wait) if early and pending is not None else None
+                if early and pending is not None:
+                    run_id = pending.run_id(self.open_run_wait)
+                elif attempt == 0:
+                    # A fresh record has no run yet: create it directly, sparing write() its search by
+                    # interaction id. Later attempts let write() search (a failed create may have succeeded).
+                    self.yield_to_live()
+                    opened = self._get_sink().open_run(item.interaction)
+                    run_id = opened.run_id
+                    if pending is not None:
+                        pending._resolve(opened)  # the run id is known before the rest is written
                 self.yield_to_live()
                 ref = self._get_sink().write(item.interaction, run_id=run_id)
             except Exception as err:
