@@ -6,11 +6,14 @@ variant (the agent's sync predict registered directly) shows the failure this gu
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 import pytest
+
+from tests.support.agent_server import SYNC_ONLY_AGENT, TEST_AGENT
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +44,10 @@ def hanging_model(scripted_model):
     return scripted_model
 
 
-def test_async_server_answers_while_another_request_waits_on_the_model(agent_server_factory, hanging_model):
-    server = agent_server_factory(hanging_model.root, extra_env={"LLAMA_STACK_TIMEOUT": "60"})
+@pytest.mark.parametrize("agent", [TEST_AGENT, SYNC_ONLY_AGENT], ids=["async-agent", "sync-only-agent"])
+def test_async_server_answers_while_another_request_waits_on_the_model(agent_server_factory, hanging_model, agent):
+    env = {"LLAMA_STACK_TIMEOUT": "60", "KAGENT_MLFLOW_AGENT": agent}
+    server = agent_server_factory(hanging_model.root, extra_env=env)
     with ThreadPoolExecutor(2) as pool:
         slow = start_hanging_request(pool, server.url, hanging_model)
         fast = ask(server.url, "a quick question")
@@ -58,3 +63,40 @@ def test_blocking_server_makes_the_second_request_wait_for_the_first(agent_serve
         fast = ask(server.url, "a quick question")
         assert fast.status_code == 200
         assert slow.done()  # the quick one could only be answered after the slow one ended
+
+
+def test_a_sync_only_agent_streams_and_is_traced_through_worker_threads(
+    agent_server_factory, scripted_model, mlflow_server
+):
+    from mlflow import MlflowClient
+
+    scripted_model.set_script([{"match": "stream", "reply": "Streamed from a worker thread."}])
+    server = agent_server_factory(
+        scripted_model.root, tracking_uri=mlflow_server.url, extra_env={"KAGENT_MLFLOW_AGENT": SYNC_ONLY_AGENT}
+    )
+    payload = {"input": [{"role": "user", "content": "stream please"}], "stream": True}
+    resp = httpx.post(
+        f"{server.url}/invocations", json=payload, headers={"x-mlflow-return-trace-id": "true"}, timeout=60
+    )
+    assert resp.status_code == 200
+    events = [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
+    deltas = [e["delta"] for e in events if e.get("type") == "response.output_text.delta"]
+    assert len(deltas) > 1 and "".join(deltas) == "Streamed from a worker thread."
+    trace_id = next(e["trace_id"] for e in events if "trace_id" in e)
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            trace = client.get_trace(trace_id)
+            if trace and trace.data.spans:
+                break
+        except Exception:  # noqa: BLE001 - not exported yet
+            pass
+        assert time.monotonic() < deadline, "trace did not reach MLflow"
+        time.sleep(0.5)
+    # the agent ran on a worker thread, yet its spans sit in the request's one trace, under the server's root span
+    spans = trace.data.spans
+    root = next(s for s in spans if s.parent_id is None)
+    assert {s.span_type for s in spans} >= {"LLM"}
+    assert all(s.parent_id is not None for s in spans if s is not root)

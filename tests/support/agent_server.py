@@ -239,4 +239,22 @@ def build_test_agent():  # noqa: ANN201 - imported by the server subprocess (KAG
     )
 
 
+def build_sync_only_agent():  # noqa: ANN201
+    """The test agent behind a ResponsesAgent that has only the blocking ``predict``/``predict_stream`` (as most
+    agents written for MLflow do): the server must run it on worker threads, not on its event loop."""
+    from mlflow.pyfunc import ResponsesAgent
+
+    inner = build_test_agent()
+
+    class SyncOnlyAgent(ResponsesAgent):
+        def predict(self, request):  # noqa: ANN001, ANN202
+            return inner.predict(request)
+
+        def predict_stream(self, request):  # noqa: ANN001, ANN202
+            yield from inner.predict_stream(request)
+
+    return SyncOnlyAgent()
+
+
 TEST_AGENT = "tests.support.agent_server:build_test_agent"
+SYNC_ONLY_AGENT = "tests.support.agent_server:build_sync_only_agent"
