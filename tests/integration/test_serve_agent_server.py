@@ -319,3 +319,19 @@ def test_conversation_and_user_from_the_request_context_tag_the_trace(agent_serv
     trace = _wait_for_trace(MlflowClient(tracking_uri=mlflow_server.url), resp.json()["metadata"]["trace_id"])
     assert trace.info.request_metadata["mlflow.trace.session"] == "conv-42"
     assert trace.info.request_metadata["mlflow.trace.user"] == "alice"
+
+
+def test_secrets_never_reach_the_trace(agent_server_factory, scripted_model, mlflow_server):
+    model_key, client_token = "sk-model-secret-4242", "client-bearer-secret-9898"
+    server = agent_server_factory(
+        scripted_model.root, tracking_uri=mlflow_server.url, extra_env={"LLAMA_STACK_API_KEY": model_key}
+    )
+    scripted_model.set_script(TOOL_SCRIPT)
+    headers = {"x-mlflow-return-trace-id": "true", "authorization": f"Bearer {client_token}"}
+    resp = ask(server.url, user(QUESTION), **headers)
+    assert resp.status_code == 200, resp.text
+    assert scripted_model.requests()[-1]["headers"]["authorization"] == f"Bearer {model_key}"  # it was used...
+    trace = _wait_for_trace(MlflowClient(tracking_uri=mlflow_server.url), resp.json()["metadata"]["trace_id"])
+    dumped = trace.to_json()
+    assert model_key not in dumped and client_token not in dumped  # ...and never recorded
+    assert "get_pods" in dumped

@@ -112,15 +112,21 @@ async def _in_thread(make_events: Callable[[Any], Iterator[Any]], request: Any) 
     stop = threading.Event()
     context = contextvars.copy_context()
 
+    def put(item: Any) -> bool:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+            return True
+        except RuntimeError:  # the loop is gone (server shutting down): nobody is listening any more
+            return False
+
     def produce() -> None:
         try:
             for item in make_events(request):
-                if stop.is_set():
-                    break
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+                if stop.is_set() or not put(item):
+                    return
+            put(_DONE)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
+            put(exc)
 
     thread = threading.Thread(target=context.run, args=(produce,), name="agent-stream", daemon=True)
     thread.start()
