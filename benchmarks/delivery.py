@@ -6,7 +6,7 @@
 Starts a real MLflow tracking server on 127.0.0.1 (SQLite, proxied artifacts) in a temporary directory, then:
 
 1. seed-style: ``--seed-records`` records logged one after another the seed's way (start_run, one call per tag and
-   metric, three ``log_text`` uploads, end_run) -> records/s;
+   metric, three ``log_text`` uploads, end_run) -> records/s, measured before and after ours (load drifts);
 2. ours: a child process hands a burst of ``--backlog`` records to the ``Recorder`` (as a busy client would: the
    bounded queue overflows into the on-disk spool and the background retry drains it) and reports how fast records
    reach MLflow, how long the hand-off took, and its peak RSS (``ru_maxrss``), with the RSS before the burst (MLflow
@@ -83,10 +83,25 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
+def server_cpu(server: object) -> float:
+    """CPU seconds used so far by the MLflow server's processes (what bounds delivery on a small machine)."""
+    import psutil
+
+    root = psutil.Process(server.proc.pid)  # type: ignore[attr-defined]
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backlog", type=int, default=10_000)
-    parser.add_argument("--seed-records", type=int, default=30)
+    parser.add_argument("--seed-records", type=int, default=20, help="seed-style records, before and after ours")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--max-seconds", type=float, default=240.0)
     parser.add_argument("--server-workers", type=int, default=1)
@@ -108,12 +123,18 @@ def main() -> None:
     try:
         seed_exp = "bench-seed-style"
         seed_style_log(server.url, sample_interaction(-1, seed_exp))  # warm
-        t0 = time.perf_counter()
-        for i in range(args.seed_records):
-            seed_style_log(server.url, sample_interaction(i, seed_exp))
-        seed_s = time.perf_counter() - t0
-        seed_rate = args.seed_records / seed_s
-        print(f"seed-style: {seed_rate:.2f} records/s ({seed_s / args.seed_records * 1000:.0f} ms each)", flush=True)
+
+        seed_cpu: list[float] = []
+
+        def seed_phase(offset: int) -> float:
+            c0, t0 = server_cpu(server), time.perf_counter()
+            for i in range(args.seed_records):
+                seed_style_log(server.url, sample_interaction(offset + i, seed_exp))
+            seed_cpu.append((server_cpu(server) - c0) / args.seed_records)
+            return args.seed_records / (time.perf_counter() - t0)
+
+        seed_before = seed_phase(0)
+        print(f"seed-style before: {seed_before:.2f} records/s", flush=True)
 
         cmd = [
             sys.executable,
@@ -127,15 +148,27 @@ def main() -> None:
             f"--max-seconds={args.max_seconds}",
         ]
         print(f"ours: burst of {args.backlog} records, up to {args.max_seconds:.0f} s ...", flush=True)
+        c0 = server_cpu(server)
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         ours = json.loads(out.stdout.strip().splitlines()[-1])
+        ours_cpu = (server_cpu(server) - c0) / max(ours["delivered"], 1)
+        seed_after = seed_phase(10_000)  # the machine's load drifts: measure the baseline on both sides
+        print(f"seed-style after: {seed_after:.2f} records/s", flush=True)
+        seed_rate = (seed_before + seed_after) / 2
         runs, distinct = count_runs(server.url, "bench-delivery")
     finally:
         server.stop()
 
     rate = ours["delivered"] / ours["elapsed_s"]
     rows = [
-        ["seed-style (synchronous, inline)", f"{seed_rate:.2f}", "1.0x", f"{args.seed_records}", "-", "-"],
+        [
+            "seed-style (synchronous, inline)",
+            f"{seed_rate:.2f} (before {seed_before:.2f}, after {seed_after:.2f})",
+            "1.0x",
+            f"2 x {args.seed_records}",
+            "-",
+            "-",
+        ],
         [
             f"ours (Recorder, {args.workers} workers + spool drain)",
             f"{rate:.2f}",
@@ -145,7 +178,10 @@ def main() -> None:
             f"{ours['handoff_s'] * 1e6 / ours['backlog']:.0f} µs/record",
         ],
     ]
-    table = md_table(["delivery", "records/s", "vs seed", "records", "peak RSS", "hand-off"], rows)
+    rows[0].append(f"{sum(seed_cpu) / len(seed_cpu) * 1000:.0f} ms")
+    rows[1].append(f"{ours_cpu * 1000:.0f} ms")
+    header = ["delivery", "records/s", "vs seed", "records", "peak RSS", "hand-off", "MLflow server CPU/record"]
+    table = md_table(header, rows)
     text = (
         f"# Delivery throughput and memory\n\n{machine()}\n\n"
         f"MLflow server: SQLite + proxied artifacts, {args.server_workers} server worker(s), same machine.\n\n"
