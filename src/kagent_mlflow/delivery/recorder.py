@@ -39,6 +39,7 @@ from .spool import Spool, SpoolEntry
 log = logging.getLogger("kagent_mlflow.delivery")
 
 _STOP = object()
+_MAX_TRACKED = 100_000  # ids remembered per process for flush(); past that only a count
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Recorder:
         self._cv = threading.Condition()
         self._outstanding = 0
         self._stranded: set[str] = set()  # ids this process left in the spool and has not delivered since
+        self._stranded_untracked = 0  # beyond _MAX_TRACKED ids only a count is kept (bounded memory)
         self._hopeless: set[str] = set()  # ids the sink rejected for good: the retry loop skips them
         self._down_until = 0.0
         self._last_warning = -1e9
@@ -178,7 +180,7 @@ class Recorder:
                 if remaining is not None and remaining <= 0:
                     break
                 self._cv.wait(remaining)
-            done = self._outstanding == 0 and not self._stranded
+            done = self._outstanding == 0 and not self._stranded and not self._stranded_untracked
         self.spool.sync()
         return done
 
@@ -189,7 +191,7 @@ class Recorder:
         """
         with self._close_lock:
             if self._closed:
-                return not self._stranded
+                return not self._stranded and not self._stranded_untracked
             self._closed = True
         ok = self.flush(self.exit_timeout if timeout is None else timeout)
         self._stop.set()
@@ -319,8 +321,11 @@ class Recorder:
             self.stats.spooled += 1
             self._outstanding -= 1
             if item.entry is not None:
-                self._stranded.add(interaction_id)
-            if not retryable:
+                if len(self._stranded) < _MAX_TRACKED:
+                    self._stranded.add(interaction_id)
+                else:
+                    self._stranded_untracked += 1
+            if not retryable and len(self._hopeless) < _MAX_TRACKED:
                 self._hopeless.add(interaction_id)
             self._cv.notify_all()
         self._drain_pending = True
@@ -408,6 +413,7 @@ class Recorder:
                 # Everything claimable was tried: what is still "stranded" was rejected for good or delivered
                 # by another process (a concurrent replay).
                 self._stranded &= self._hopeless
+                self._stranded_untracked = 0
                 self._drain_pending = False
             self._cv.notify_all()
 
