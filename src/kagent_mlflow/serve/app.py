@@ -17,9 +17,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from .config import ServeConfig
-from .handlers import async_handlers, blocking_handlers
+from .handlers import DropReported, async_handlers, blocking_handlers
 from .middleware import ErrorMiddleware
-from .tracing import configure_tracing, flush_traces
+from .tracing import configure_tracing, flush_traces, safe_uri
 
 logger = logging.getLogger("kagent_mlflow.serve")
 
@@ -30,9 +30,9 @@ def create_app(agent: Any = None, config: ServeConfig | None = None) -> Any:
     from mlflow.genai.agent_server import server as agent_server_module
 
     config = config or ServeConfig.from_env()
-    configure_tracing(config)
     if agent is None:
-        agent = load_agent(config.agent)
+        agent = load_agent(config.agent)  # first: a misconfigured agent fails before MLflow is touched
+    configure_tracing(config)
     if config.blocking:
         invoke, stream = blocking_handlers(agent)
     else:
@@ -45,6 +45,10 @@ def create_app(agent: Any = None, config: ServeConfig | None = None) -> Any:
     agent_server_module.invoke()(invoke)
     agent_server_module.stream()(stream)
 
+    mlflow_logger = logging.getLogger(agent_server_module.__name__)
+    if not any(isinstance(f, DropReported) for f in mlflow_logger.filters):
+        mlflow_logger.addFilter(DropReported())
+
     server = AgentServer("ResponsesAgent")
     app = server.app
     app.title = "kagent-mlflow Agent Server"
@@ -53,7 +57,8 @@ def create_app(agent: Any = None, config: ServeConfig | None = None) -> Any:
     app.state.agent = agent
     app.state.config = config
     mode = "blocking" if config.blocking else "async"
-    logger.info("serving %s (%s handlers), traces to %s", type(agent).__name__, mode, config.tracking_uri)
+    traces = f"traces to {safe_uri(config.tracking_uri)}" if config.tracing else "tracing off"
+    logger.info("serving %s (%s handlers), %s", type(agent).__name__, mode, traces)
     return app
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from .errors import RequestTimeoutError, classify
 from .middleware import record_failure
 
 _DONE = object()
+logger = logging.getLogger("kagent_mlflow.serve")
 
 
 class AgentFailure(Exception):
@@ -27,9 +29,21 @@ class AgentFailure(Exception):
 
 
 def _fail(exc: BaseException) -> AgentFailure:
+    """Classify, record for the middleware, log once (one line for a model outage, a traceback for a bug)."""
     error = classify(exc)
     record_failure(error)
+    if error.status >= 500 and error.kind == "server_error":
+        logger.error("request failed: %s", error.message, exc_info=exc)
+    else:
+        logger.warning("request failed (%s %s): %s", error.status, error.kind, error.message)
     return AgentFailure(error.message)
+
+
+class DropReported(logging.Filter):
+    """For MLflow's Agent Server logger: drop its traceback of a failure :func:`_fail` has already logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AgentFailure))
 
 
 def async_handlers(agent: Any, request_timeout: float) -> tuple[Callable, Callable]:

@@ -6,6 +6,7 @@ keep-alive reply waited ~40 ms for a delayed ACK.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -18,6 +19,10 @@ def run(config: ServeConfig) -> None:
     import uvicorn
 
     _check_bindable(config.host, config.port)
+    logging.basicConfig(
+        level=config.log_level.upper() if config.log_level.upper() in logging._nameToLevel else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     app = create_app(config=config)
 
     class _Server(uvicorn.Server):
