@@ -18,12 +18,20 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "pattern2.md"
+README = REPO / "README.md"
 BIN = Path(sys.executable).parent
 
 
-def blocks(kind: str) -> list[str]:
+def blocks(kind: str, text: str | None = None) -> list[str]:
     """Fenced blocks whose info string is exactly ``kind`` (``bash``, ``bash server``, ``python``)."""
-    return [code for info, code in re.findall(r"```([^\n]*)\n(.*?)```", DOC.read_text(), re.DOTALL) if info == kind]
+    text = DOC.read_text() if text is None else text
+    return [code for info, code in re.findall(r"```([^\n]*)\n(.*?)```", text, re.DOTALL) if info == kind]
+
+
+def readme_pattern2() -> str | None:
+    """The README's ``## Pattern 2 ...`` section (up to the next ``## `` heading), if it has one."""
+    match = re.search(r"^## Pattern 2.*?(?=^## |\Z)", README.read_text(), re.DOTALL | re.MULTILINE)
+    return match.group(0) if match else None
 
 
 def substitute(code: str, urls: dict[str, str]) -> str:
@@ -105,6 +113,26 @@ def test_documented_custom_agent_server_starts_and_answers(scripted_model, mlflo
         requests = scripted_model.chat_requests()
         offered = {t["function"]["name"] for t in requests[0]["tools"]}
         assert offered == {"ask_k8s_troubleshooter", "ask_openshift_docs"}  # the supervisor is what is served
+    finally:
+        server.stop()
+
+
+def test_readme_pattern2_examples_run(backend):
+    section = readme_pattern2()
+    if section is None:
+        pytest.skip("README.md has no '## Pattern 2' section yet (its text is in docs/pattern2.md)")
+    servers = blocks("bash server", section)
+    assert len(servers) == 1, "the README's Pattern 2 section starts one server (a ```bash server block)"
+    urls = {k: v for k, v in backend.items() if not k.startswith("_")}
+    env = doc_env(backend["_root"])
+    server = start_documented_server(servers[0], urls, env)
+    try:
+        urls["http://localhost:8000"] = server.url
+        examples = [["bash", "-euc", substitute(code, urls)] for code in blocks("bash", section)]
+        examples += [[sys.executable, "-c", substitute(code, urls)] for code in blocks("python", section)]
+        assert examples, "the README's Pattern 2 section has no bash/python example to run"
+        for cmd in examples:
+            assert "Scripted answer to: " in run(cmd, env)
     finally:
         server.stop()
 
