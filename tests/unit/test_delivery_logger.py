@@ -59,7 +59,7 @@ def make_logger(tmp_path: Path):
 def test_answer_returns_while_mlflow_is_blocked_and_run_id_is_the_real_one(make_logger) -> None:
     sink = FakeSink()
     sink.gate = threading.Event()  # writes hang until released: the answer must not wait for them
-    logger = make_logger(sink, FakeAgent(delay=0.2))  # a thinking agent: the run is opened meanwhile
+    logger = make_logger(sink, FakeAgent(delay=0.4))  # a thinking agent: the run is opened meanwhile
     result = logger.send_question("hi")
     assert result.delivery.wait(0.05) is False
     assert dict.__getitem__(result, "answer") == "echo hi"

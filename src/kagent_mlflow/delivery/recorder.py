@@ -11,8 +11,9 @@ Life of a record:
    MLflow answers again. ``kagent-mlflow replay`` does the same on demand.
 
 ``begin()`` is the other half, called when a question is sent: if the agent is still thinking after
-``early_run_after`` (20 ms), a background thread creates the MLflow run (``sink.open_run``), so its id is known by
-the time the answer arrives; a faster answer needs no head start and the write creates the run.
+``early_run_after`` (250 ms: an LLM-backed agent), a background thread creates the MLflow run (``sink.open_run``), so
+its id is known by the time the answer arrives. A faster answer needs no head start: the deliverer creates the run
+right after it. (Opening earlier would put the open's CPU work on the fast requests' tail, for nothing.)
 ``PendingRun.run_id(timeout)`` resolves it either way.
 
 Deliverers step aside while a live request is in flight (``LiveGate``, bounded wait): in one Python process they
@@ -73,7 +74,7 @@ class Recorder:
         retry_interval: float = 15.0,
         retry_gap: float = 1.0,
         open_run_wait: float = 60.0,
-        early_run_after: float = 0.02,
+        early_run_after: float = 0.25,
         yield_limit: float = 0.25,
         exit_timeout: float = 10.0,
         drain_on_start: bool = True,
