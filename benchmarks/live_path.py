@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> str:
     try:
         settings = Settings(
             a2a_url=agent.url,
-            tracking_uri=server.url,
+            tracking_uri=None if args.embedded else server.url,
             experiment_name="bench-live-ours",
             home=root / "home",
         )
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> str:
 
         delivered = logger.flush(120)
         run_ids = [r["run_id"] for r in ours_results]
-        runs, distinct = count_runs(server.url, "bench-live-ours")
+        runs, distinct = count_runs(settings.effective_tracking_uri, "bench-live-ours")
         return report(args, samples, delivered, run_ids, runs, distinct)
     finally:
         if logger is not None:
@@ -165,7 +165,8 @@ def report(
     aa_p99 = abs(percentile(half_a, 0.99) - percentile(half_b, 0.99))
     return (
         f"# Live-path overhead of logging\n\n{machine()}\n\n"
-        f"Agent: a2a-sdk 1.x test agent (protocol 1.0), extra thinking time {args.agent_ms} ms; "
+        f"Agent: a2a-sdk 1.x test agent (protocol 1.0), extra thinking time {args.agent_ms} ms; 'ours' logs to "
+        f"{'the embedded local store (SQLite, in-process)' if args.embedded else 'the MLflow server'}; "
         f"questions paced {args.pace_ms} ms apart, variants interleaved at random (seed {args.random_seed}).\n\n"
         f"{table}\n\n"
         f"Ours added {ours_added:+.2f} ms at the median versus seed-style's {seed_added:+.1f} ms: {versus}. "
@@ -185,6 +186,7 @@ def main() -> None:
     parser.add_argument("--pace-ms", type=int, default=100)
     parser.add_argument("--agent-ms", type=int, default=0, help="extra agent thinking time per answer")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--embedded", action="store_true", help="log 'ours' to the embedded store (in-process SQLite)")
     parser.add_argument("--random-seed", type=int, default=7)
     parser.add_argument("--out", default="live_path.md")
     args = parser.parse_args()
