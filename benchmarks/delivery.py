@@ -1,6 +1,6 @@
 """Delivery throughput and memory: records/s reaching MLflow, ours versus the seed's synchronous way; peak RSS.
 
-    .venv/bin/python benchmarks/delivery.py [--backlog 10000] [--seed-records 30] [--workers 4]
+    .venv/bin/python benchmarks/delivery.py [--backlog 10000] [--seed-records 20] [--workers 2]
                                             [--max-seconds 240] [--server-workers 1]
 
 Starts a real MLflow tracking server on 127.0.0.1 (SQLite, proxied artifacts) in a temporary directory, then:
@@ -54,7 +54,14 @@ def child(args: argparse.Namespace) -> None:
     sink = MlflowSink(settings)
     sink.write(sample_interaction(-1, args.experiment))  # warm: experiment lookup, connection pool, imports
     rss_before = rss_mb()
-    recorder = Recorder(lambda: sink, Spool(args.spool), workers=args.workers, retry_interval=2.0, retry_gap=0.2)
+    recorder = Recorder(
+        lambda: sink,
+        Spool(args.spool),
+        workers=args.workers,
+        queue_size=args.queue_size,
+        retry_interval=2.0,
+        retry_gap=0.2,
+    )
     t0 = time.perf_counter()
     for i in range(args.backlog):
         recorder.record(sample_interaction(i, args.experiment))
@@ -102,8 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--seed-records", type=int, default=20, help="seed-style records, before and after ours")
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="recorder workers (the logger uses 2)")
     parser.add_argument("--max-seconds", type=float, default=240.0)
+    parser.add_argument("--queue-size", type=int, default=1000, help="the recorder's in-memory queue (overflow: spool)")
     parser.add_argument("--server-workers", type=int, default=1)
     parser.add_argument("--out", default="delivery.md")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -146,6 +154,7 @@ def main() -> None:
             f"--backlog={args.backlog}",
             f"--workers={args.workers}",
             f"--max-seconds={args.max_seconds}",
+            f"--queue-size={args.queue_size}",
         ]
         print(f"ours: burst of {args.backlog} records, up to {args.max_seconds:.0f} s ...", flush=True)
         c0 = server_cpu(server)

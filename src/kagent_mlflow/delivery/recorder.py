@@ -67,7 +67,7 @@ class Recorder:
         sink_factory: Callable[[], Sink],
         spool: Spool,
         *,
-        workers: int = 4,
+        workers: int = 2,
         queue_size: int = 1000,
         attempts: int = 3,
         backoff: float = 0.5,
