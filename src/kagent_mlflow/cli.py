@@ -58,7 +58,12 @@ def ask(
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
     flush_timeout: Annotated[
-        float, typer.Option(help="After the answer is printed, seconds to wait for the record to reach MLflow.")
+        float,
+        typer.Option(
+            envvar="KAGENT_MLFLOW_FLUSH_TIMEOUT",
+            help="After the answer is printed, seconds to wait for the record to reach MLflow "
+            "(env KAGENT_MLFLOW_FLUSH_TIMEOUT).",
+        ),
     ] = 10.0,
 ) -> None:
     """Ask the agent one question, print the answer, log the interaction to MLflow."""

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
+from .a2a.card import agent_name_from_url
+from .a2a.models import AgentReply
 from .config import Settings, check_question
 from .errors import AgentError
 from .records import Interaction, new_interaction_id
@@ -22,9 +24,9 @@ class QuestionResult(dict):
     ``agent``, ``usage``, ``task_id``, ``context_id``, ``run_url``, ``logging_error``.
 
     ``run_id``, ``run_url`` and ``logging_error`` resolve on first read (of those keys, or of the whole dict):
-    the run is created in the background while the agent is answering, so reading them usually does not wait;
-    when MLflow is slow they wait at most ``run_id_timeout`` s, and when it is unreachable ``run_id`` is None and
-    ``logging_error`` says where the record was kept.
+    the run is created in the background (during the request for an agent still thinking after 250 ms, else right
+    after the answer), so reading them waits little; at most ``run_id_timeout`` s. When MLflow is unreachable
+    ``run_id`` is None and ``logging_error`` says where the record was kept.
     """
 
     interaction: Interaction
@@ -56,9 +58,6 @@ class QuestionResult(dict):
         if key in self._LAZY:
             self.resolve()
         return super().get(key, default)
-
-    def __iter__(self) -> Iterator[Any]:
-        return super().__iter__()
 
     def items(self) -> Any:
         return super(QuestionResult, self.resolve()).items()
@@ -141,13 +140,6 @@ class KagentMLflowLogger:
             )
         return self._agent_client
 
-    def _mlflow_sink(self) -> Any:
-        if self._sink is None:
-            from .sinks.mlflow import MlflowSink
-
-            self._sink = MlflowSink(self.settings)
-        return self._sink
-
     def _delivery_sink(self) -> Any:
         """The sink the recorder's threads use: it steps aside between MLflow calls while a question is live."""
         if self._sink is None:
@@ -180,7 +172,7 @@ class KagentMLflowLogger:
         """Ask the agent and return the seed's result dict as soon as the answer is parsed.
 
         The interaction is handed to the background recorder (journaled to the spool, delivered to MLflow off the
-        live path); its run is created concurrently with the A2A request. Raises ``AgentError`` when the agent gives
+        live path); its run is created in the background. Raises ``AgentError`` when the agent gives
         no answer; the failed interaction is recorded too and the exception carries ``interaction``, ``result``,
         ``run_id``, ``run_url`` and ``logging_error`` so nothing is lost.
         """
@@ -200,42 +192,34 @@ class KagentMLflowLogger:
             )
         )
         t0 = time.perf_counter()
+        error: AgentError | None = None
         try:
-            reply = self._client().ask(question, timeout=timeout)
+            reply: AgentReply | None = self._client().ask(question, timeout=timeout)
         except AgentError as err:
-            pending.end()
-            latency_ms = (time.perf_counter() - t0) * 1000
-            interaction = _failed_interaction(self.settings, question, err, interaction_id, started_at_ms, latency_ms)
-            interaction.run_name = run_name
-            result = self._log(interaction, pending)
-            err.interaction = interaction  # type: ignore[attr-defined]
-            err.result = result  # type: ignore[attr-defined]
-            err.run_id = result["run_id"]  # type: ignore[attr-defined]
-            err.run_url = result["run_url"]  # type: ignore[attr-defined]
-            err.logging_error = result["logging_error"]  # type: ignore[attr-defined]
-            raise
+            error, reply = err, err.reply
         finally:
-            pending.end()  # idempotent: the live request is over, background delivery may proceed
-        latency_ms = (time.perf_counter() - t0) * 1000
-        interaction = Interaction(
+            pending.end()  # the live request is over: background delivery may proceed
+        # The request's own time when the client measured it (first-call imports and card lookup excluded).
+        latency_ms = reply.latency_ms if reply is not None and reply.latency_ms else (time.perf_counter() - t0) * 1000
+        interaction = _interaction(
+            self.settings,
+            question,
+            reply,
+            error,
             interaction_id=interaction_id,
-            question=question,
-            answer=reply.answer,
-            agent_name=reply.agent_name,
-            a2a_url=self.settings.a2a_url,
-            protocol_version=reply.protocol_version,
-            task_id=reply.task_id,
-            context_id=reply.context_id,
-            task_state=reply.task_state,
-            usage=reply.usage,
-            tool_calls=reply.tool_calls,
-            raw_response=reply.raw,
-            latency_ms=latency_ms,
             started_at_ms=started_at_ms,
-            experiment_name=self.settings.experiment_name,
+            latency_ms=latency_ms,
             run_name=run_name,
         )
-        return self._log(interaction, pending)
+        result = self._log(interaction, pending)
+        if error is not None:
+            error.interaction = interaction  # type: ignore[attr-defined]
+            error.result = result  # type: ignore[attr-defined]
+            error.run_id = result["run_id"]  # type: ignore[attr-defined]
+            error.run_url = result["run_url"]  # type: ignore[attr-defined]
+            error.logging_error = result["logging_error"]  # type: ignore[attr-defined]
+            raise error
+        return result
 
     def _log(self, interaction: Interaction, pending: Any) -> QuestionResult:
         """Hand the record to the recorder (returns at once) and build the result with lazily resolved run keys."""
@@ -303,40 +287,37 @@ class KagentMLflowLogger:
         self.close()
 
 
-def _failed_interaction(
+def _interaction(
     settings: Settings,
     question: str,
-    err: AgentError,
-    interaction_id: str,
-    started_at_ms: int,
-    latency_ms: float,
+    reply: AgentReply | None,
+    error: AgentError | None,
+    **measured: Any,
 ) -> Interaction:
-    """The record of a question the agent did not answer: what was parsed, plus the error text."""
-    reply = err.reply
+    """The record of one question: what the reply said (also a partial one, from an error), plus the error text."""
+    fields: dict[str, Any] = {"agent_name": agent_name_from_url(settings.a2a_url)}
+    if reply is not None:
+        fields.update(
+            answer=reply.answer,
+            agent_name=reply.agent_name,
+            protocol_version=reply.protocol_version,
+            task_id=reply.task_id,
+            context_id=reply.context_id,
+            task_state=reply.task_state,
+            usage=reply.usage,
+            tool_calls=reply.tool_calls,
+            raw_response=reply.raw,
+        )
+    if error is not None:
+        fields.update(status="error", error=str(error))
+        if error.task_state:
+            fields["task_state"] = error.task_state
+        if error.raw is not None:
+            fields["raw_response"] = error.raw
     return Interaction(
-        interaction_id=interaction_id,
         question=question,
-        answer=reply.answer if reply else None,
-        status="error",
-        error=str(err),
-        agent_name=reply.agent_name if reply else agent_name_from_url(settings.a2a_url),
         a2a_url=settings.a2a_url,
-        protocol_version=reply.protocol_version if reply else None,
-        task_id=reply.task_id if reply else None,
-        context_id=reply.context_id if reply else None,
-        task_state=err.task_state or (reply.task_state if reply else None),
-        usage=reply.usage if reply else {},
-        tool_calls=reply.tool_calls if reply else [],
-        raw_response=err.raw if err.raw is not None else (reply.raw if reply else None),
-        latency_ms=latency_ms,
-        started_at_ms=started_at_ms,
         experiment_name=settings.experiment_name,
+        **fields,
+        **measured,
     )
-
-
-def agent_name_from_url(url: str) -> str:
-    """kagent routes are .../api/a2a/<namespace>/<name>/: the last path segment names the agent."""
-    from urllib.parse import urlparse
-
-    segments = [s for s in urlparse(url).path.split("/") if s]
-    return segments[-1] if segments else urlparse(url).netloc
