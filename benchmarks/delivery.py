@@ -1,7 +1,7 @@
 """Delivery throughput and memory: records/s reaching MLflow, ours versus the seed's synchronous way; peak RSS.
 
     .venv/bin/python benchmarks/delivery.py [--backlog 10000] [--seed-records 20] [--workers 2]
-                                            [--max-seconds 240] [--server-workers 1]
+                                            [--max-seconds 240] [--server-workers 1] [--profile-records 40]
 
 Starts a real MLflow tracking server on 127.0.0.1 (SQLite, proxied artifacts) in a temporary directory, then:
 
@@ -11,7 +11,10 @@ Starts a real MLflow tracking server on 127.0.0.1 (SQLite, proxied artifacts) in
    bounded queue overflows into the on-disk spool and the background retry drains it) and reports how fast records
    reach MLflow, how long the hand-off took, and its peak RSS (``ru_maxrss``), with the RSS before the burst (MLflow
    imported, sink ready) for comparison. It stops after ``--max-seconds`` (what is left stays spooled);
-3. checks in MLflow that no record got two runs.
+3. checks in MLflow that no record got two runs;
+4. times the server CPU of each request our sink makes (``--profile-records`` records, one at a time).
+
+``--server-workers`` sets the MLflow server's worker processes for both ways (MLflow's own default is 4).
 
 Prints a markdown table and writes it to benchmarks/results/delivery.md.
 """
@@ -105,6 +108,69 @@ def server_cpu(server: object) -> float:
     return total
 
 
+def endpoint_profile(server: object, records: int) -> list[tuple[str, int, float]]:
+    """Server CPU per call of each request our sink makes, one record at a time (nothing else hits the server).
+
+    Half the records take the live path's way (``open_run`` then ``write`` by run id), half the replay's way
+    (``write`` alone: search by interaction id, then create the run). Returns (call, calls, server CPU ms/call).
+    """
+    from kagent_mlflow.config import Settings
+    from kagent_mlflow.sinks.mlflow import MlflowSink
+
+    url = server.url  # type: ignore[attr-defined]
+    home = Path(tempfile.mkdtemp(prefix="kagent-mlflow-bench-prof-"))
+    sink = MlflowSink(Settings(tracking_uri=url, experiment_name="bench-endpoints", home=home))
+    sink.write(sample_interaction(-1, "bench-endpoints"))  # warm: experiment, connections, version probe
+    acc: dict[str, list[float]] = {}
+
+    def timed(name: str, fn):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            c0 = server_cpu(server)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                entry = acc.setdefault(name, [0, 0.0])
+                entry[0] += 1
+                entry[1] += server_cpu(server) - c0
+
+        return wrapper
+
+    client, tracing = sink._mlflow(), sink._tracing_client()
+    client.create_run = timed("create_run", client.create_run)
+    client.search_runs = timed("search_runs (replay only)", client.search_runs)
+    log_batch = client.log_batch
+
+    def batch(run_id, metrics=(), params=(), tags=()):  # type: ignore[no-untyped-def]
+        name = "log_batch (with tags)" if tags else "log_batch (tags set by create_run)"
+        return timed(name, log_batch)(run_id, metrics=metrics, params=params, tags=tags)
+
+    client.log_batch = batch
+    sink._log_artifacts = timed("3 artifact PUTs (together)", sink._log_artifacts)
+    tracing.start_trace = timed("start_trace", tracing.start_trace)
+    tracing.store.log_spans = timed("log_spans", tracing.store.log_spans)
+    tracing.store.update_run_info = timed("update_run", tracing.store.update_run_info)
+    for i in range(records):
+        record = sample_interaction(i, "bench-endpoints")
+        if i % 2:
+            sink.write(record)
+        else:
+            sink.write(record, sink.open_run(record).run_id)
+    return [(name, int(n), cpu / n * 1000) for name, (n, cpu) in acc.items()]
+
+
+def profile_text(profile: list[tuple[str, int, float]]) -> str:
+    if not profile:
+        return ""
+    rows = [[name, str(n), f"{ms:.1f} ms"] for name, n, ms in profile]
+    live = sum(ms for name, _, ms in profile if "replay" not in name and "set by create_run" not in name)
+    return (
+        "Where the server's CPU goes: each request our sink makes, timed one record at a time after the runs above "
+        "(half the records the live path's way, half the replay's way):\n\n"
+        f"{md_table(['request', 'calls', 'MLflow server CPU per call'], rows)}\n\n"
+        f"Sum for a record written the live path's way (open_run, then write by run id): {live:.0f} ms.\n\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backlog", type=int, default=10_000)
@@ -112,7 +178,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="recorder workers (the logger uses 2)")
     parser.add_argument("--max-seconds", type=float, default=240.0)
     parser.add_argument("--queue-size", type=int, default=1000, help="the recorder's in-memory queue (overflow: spool)")
-    parser.add_argument("--server-workers", type=int, default=1)
+    parser.add_argument("--server-workers", type=int, default=1, help="MLflow server workers (both ways use it)")
+    parser.add_argument("--profile-records", type=int, default=40, help="records for the per-request CPU table")
     parser.add_argument("--out", default="delivery.md")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
@@ -165,6 +232,7 @@ def main() -> None:
         print(f"seed-style after: {seed_after:.2f} records/s", flush=True)
         seed_rate = (seed_before + seed_after) / 2
         runs, distinct = count_runs(server.url, "bench-delivery")
+        profile = endpoint_profile(server, args.profile_records) if args.profile_records else []
     finally:
         server.stop()
 
@@ -193,11 +261,14 @@ def main() -> None:
     table = md_table(header, rows)
     text = (
         f"# Delivery throughput and memory\n\n{machine()}\n\n"
-        f"MLflow server: SQLite + proxied artifacts, {args.server_workers} server worker(s), same machine.\n\n"
+        f"MLflow server: SQLite + proxied artifacts, {args.server_workers} server worker(s) (the same server for "
+        "both ways), same machine.\n\n"
         f"{table}\n\n"
+        f"{profile_text(profile)}"
         "Both ways are bound by the MLflow server's CPU per record (last column): ours sends 8 requests per fresh "
-        "record (9 when replayed from the spool, which must search for an existing run first), the seed's way 14, and "
-        "ours runs them in parallel; on a small shared machine the server, not the client, sets the pace.\n\n"
+        "record (9 when replayed from the spool, which must search for an existing run first: most of the burst "
+        "takes that way, as it overflows the queue into the spool), the seed's way 14, and ours runs them in "
+        "parallel; on a small shared machine the server, not the client, sets the pace.\n\n"
         f"Runs in MLflow for our records: {runs} runs, {distinct} distinct interaction ids "
         f"(+1 warm-up record); still spooled when the child stopped: {ours['spooled_left']}.\n\n"
         f"Command: `.venv/bin/python benchmarks/delivery.py {' '.join(sys.argv[1:])}`\n"
