@@ -9,10 +9,11 @@ in ``tests/integration/test_mlflow_sink.py::test_round_trips_per_record``)::
 
     open_run           1  create_run (tags interaction_id/agent/a2a_url, start time, run name)
     write(run_id=...)  7  log_batch (all tags + metrics + params) · 3 artifact PUTs (question.txt, answer.txt,
-                          a2a_response.json) · start_trace (trace info, run link, token
-                          usage) · log_spans (OTLP, all spans) · update_run (FINISHED/FAILED + end time)
+                          a2a_response.json) · start_trace (trace info, run link, token usage) · log_spans (OTLP,
+                          all spans) · update_run (FINISHED/FAILED + end time)
     = 8 per record. write() without a run id from open_run in this sink adds 1 (search_runs by interaction_id, or
-    get_run for a foreign run id) and, when no run exists yet, 1 more (create_run). Once per sink and experiment:
+    get_run for a foreign run id) and, when no run exists yet, 1 more (create_run, with all tags: its log_batch
+    then leaves them out). Once per sink and experiment:
     get_experiment_by_name (+ create_experiment). Once per process and server: GET /version (MLflow's log_spans).
 
 Idempotent by ``interaction_id``: steps run in the order run → batch → artifacts → trace → end, each safe to redo
@@ -161,7 +162,8 @@ class MlflowSink:
         with self._guard("writing the run"), self._stripe(interaction.interaction_id):
             experiment_id = self._experiment_id(interaction.experiment_name)
             found = self._find_run(interaction, experiment_id, run_id)
-            if found is None:
+            created = found is None
+            if created:
                 run = self._mlflow().create_run(
                     experiment_id,
                     start_time=interaction.started_at_ms,
@@ -177,6 +179,8 @@ class MlflowSink:
             self._step("run", _stop_after)
 
             metrics, params, tags = run_batch(interaction, self._redact)
+            if created:  # create_run just set these same tags: resending them costs the server a transaction
+                tags = []
             self._mlflow().log_batch(run_id, metrics=metrics, params=params, tags=tags)
             self._step("batch", _stop_after)
 
