@@ -134,10 +134,6 @@ class LiveGate:
         finally:
             leave()
 
-    @property
-    def busy(self) -> bool:
-        return self._live > 0
-
     def wait_idle(self, limit: float) -> None:
         """Wait until no live request is in flight, at most ``limit`` s (delivery must not starve)."""
         if self._live == 0:

@@ -217,12 +217,6 @@ class Recorder:
         atexit.unregister(self._atexit)
         return ok
 
-    @property
-    def backlog(self) -> int:
-        """Records handed over but not yet delivered or spooled."""
-        with self._cv:
-            return self._outstanding
-
     def _count(self, kind: str) -> int:
         return sum(1 for t in self._threads if kind in t.name)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 AGENT_MODEL_FILE = Path(__file__).with_name("agent_model.py")
-INPUT_EXAMPLE = {"input": [{"role": "user", "content": "Which pods run in namespace prod?"}]}
 
 
 def log_agent_model(name: str = "agent", **kwargs: Any) -> Any:

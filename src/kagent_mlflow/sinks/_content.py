@@ -15,7 +15,6 @@ from mlflow.entities import Metric, Param, RunTag
 from ..records import Interaction
 from .redact import Redactor
 
-ARTIFACTS = ("question.txt", "answer.txt", "a2a_response.json")
 OPEN_RUN_TAGS = ("interaction_id", "agent", "a2a_url")
 _TAG_MAX = 5000
 _METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
