@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .config import DEFAULT_QUESTION, check_question
+from .config import DEFAULT_QUESTION, check_question, without_credentials
 from .errors import AgentError, KagentMlflowError
 
 app = typer.Typer(
@@ -233,7 +233,7 @@ def replay_command(
         raise fail(f"{err}; the records stay in {spool.directory}", EXIT_NOT_LOGGED) from None
     left = spool.status()
     typer.echo(
-        f"Delivered {report.delivered} to {_without_credentials(settings.effective_tracking_uri)}; "
+        f"Delivered {report.delivered} to {without_credentials(settings.effective_tracking_uri)}; "
         f"failed {report.failed}; corrupt lines skipped {report.corrupt}; still waiting {left.pending}."
     )
     for error in report.errors:
@@ -293,15 +293,6 @@ def _spool_settings(**overrides: Any) -> Any:
         return Settings.from_env(**overrides)
     except (KagentMlflowError, ValueError) as err:
         raise fail(str(err).splitlines()[0], EXIT_BAD_INPUT) from None
-
-
-def _without_credentials(uri: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
-    return urlunsplit(parts)
 
 
 def _format_ms(ms: int) -> str:

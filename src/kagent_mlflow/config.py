@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -104,6 +104,14 @@ class Settings(BaseModel):
                 )
         if self.s3_endpoint_url:
             check_http_url(self.s3_endpoint_url, "S3 endpoint URL")
+
+
+def without_credentials(uri: str) -> str:
+    """The URI without ``user:password@``, for anything printed or logged."""
+    parts = urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri  # unchanged: a round trip would turn sqlite://// into sqlite://
+    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
 
 
 def check_http_url(url: str, what: str) -> None:

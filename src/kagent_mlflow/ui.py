@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
+from .config import Settings, without_credentials
 from .errors import ConfigError, KagentMlflowError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -115,7 +115,7 @@ def serve_ui(plan: UiPlan, echo: Callable[[str], None], *, timeout: float = STAR
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no background job runner for browsing
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         env.pop(name, None)
-    echo(f"Starting the MLflow UI on {_shown(plan.backend_store_uri)} (log: {plan.log_path}) ...")
+    echo(f"Starting the MLflow UI on {without_credentials(plan.backend_store_uri)} (log: {plan.log_path}) ...")
     with open(plan.log_path, "ab") as log:
         proc = subprocess.Popen(
             plan.command(),
@@ -198,14 +198,3 @@ def _last_error(log_path: Path) -> str:
     errors = [line for line in lines if "Error" in line or "ERROR" in line]
     line = (errors or lines or [f"see {log_path}"])[-1]
     return line if len(line) <= 300 else line[:297] + "..."
-
-
-def _shown(uri: str) -> str:
-    """The store URI without a password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri

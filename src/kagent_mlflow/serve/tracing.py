@@ -112,11 +112,6 @@ def flush_traces() -> None:
 
 def safe_uri(uri: str | None) -> str:
     """The URI without ``user:password@``: credentials never reach a log line."""
-    from urllib.parse import urlsplit, urlunsplit
+    from ..config import without_credentials
 
-    if not uri:
-        return "(default)"
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        parts = parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
-    return urlunsplit(parts)
+    return without_credentials(uri) if uri else "(default)"
