@@ -11,6 +11,7 @@ from .errors import (
     DeliveryError,
     KagentMlflowError,
 )
+from .logger import KagentMLflowLogger
 from .records import Interaction, TokenUsage
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "Interaction",
+    "KagentMLflowLogger",
     "KagentMlflowError",
     "Settings",
     "TokenUsage",

@@ -159,8 +159,8 @@ def _interaction_fields(interaction: Any) -> dict[str, Any]:
 
 def print_header(question: str, logger: Any) -> None:
     typer.echo(f"Question: {question}")
-    typer.echo(f"MLflow URI: {logger.mlflow_tracking_uri}")
-    typer.echo(f"A2A URL: {logger.a2a_url}")
+    typer.echo(f"MLflow URI: {without_credentials(logger.mlflow_tracking_uri)}")
+    typer.echo(f"A2A URL: {without_credentials(logger.a2a_url)}")
 
 
 def report(result: dict[str, Any], logger: Any, as_json: bool) -> None:

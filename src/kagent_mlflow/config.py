@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlparse, urlsplit, urlunsplit
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from ._urls import safe_url as without_credentials
 from .errors import ConfigError
 
 DEFAULT_A2A_URL = "http://localhost:8083/api/a2a/kagent/rh-analyze-simple/"
@@ -99,25 +100,19 @@ class Settings(BaseModel):
             dialect = scheme.split("+", 1)[0]  # SQLAlchemy's dialect+driver, e.g. postgresql+psycopg2
             if dialect not in _TRACKING_SCHEMES and not Path(self.tracking_uri).is_absolute():
                 raise ConfigError(
-                    f"tracking URI {self.tracking_uri!r} has unsupported scheme {scheme!r}; "
+                    f"tracking URI {without_credentials(self.tracking_uri)!r} has unsupported scheme {scheme!r}; "
                     "use http(s)://host:port for a server, or leave it unset for the local store"
                 )
         if self.s3_endpoint_url:
             check_http_url(self.s3_endpoint_url, "S3 endpoint URL")
 
 
-def without_credentials(uri: str) -> str:
-    """The URI without ``user:password@``, for anything printed or logged."""
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri  # unchanged: a round trip would turn sqlite://// into sqlite://
-    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
-
-
 def check_http_url(url: str, what: str) -> None:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"{what} {url!r} is not an http(s) URL; give one like http://host:port/path/")
+        raise ConfigError(
+            f"{what} {without_credentials(url)!r} is not an http(s) URL; give one like http://host:port/path/"
+        )
 
 
 def check_question(question: str | None) -> str:

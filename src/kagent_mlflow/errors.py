@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._urls import safe_url, scrub_urls
+
 if TYPE_CHECKING:
     from .a2a.models import AgentReply
 
@@ -17,7 +19,10 @@ class ConfigError(KagentMlflowError):
 
 
 class AgentError(KagentMlflowError):
-    """The A2A agent could not give an answer. ``url`` names the endpoint, ``cause`` says why."""
+    """The A2A agent could not give an answer. ``url`` names the endpoint, ``cause`` says why.
+
+    Both are kept without credentials (``_urls``): the message reaches records, MLflow and the terminal.
+    """
 
     def __init__(
         self,
@@ -28,12 +33,12 @@ class AgentError(KagentMlflowError):
         raw: object = None,
         reply: AgentReply | None = None,
     ) -> None:
-        self.url = url
-        self.cause = cause
+        self.url = safe_url(url)
+        self.cause = scrub_urls(cause)
         self.task_state = task_state
         self.raw = raw
         self.reply = reply  # what could be parsed (ids, state, usage) when the agent did answer
-        super().__init__(f"agent at {url}: {cause}")
+        super().__init__(f"agent at {self.url}: {self.cause}")
 
 
 class AgentUnreachableError(AgentError):

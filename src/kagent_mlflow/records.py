@@ -9,8 +9,9 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from ._urls import safe_url, scrub_urls
 from .a2a.models import ToolCall
 
 # Usage keys as the kagent runtime (and newer ADK) report them, mapped to MLflow's token-usage names.
@@ -50,6 +51,17 @@ class Interaction(BaseModel):
     started_at_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
     experiment_name: str
     run_name: str | None = None
+
+    @field_validator("a2a_url")
+    @classmethod
+    def _safe_url(cls, url: str) -> str:
+        """The record outlives the request (spool, MLflow): it keeps the URL without credentials."""
+        return safe_url(url)
+
+    @field_validator("error", "agent_name")
+    @classmethod
+    def _safe_text(cls, text: str | None) -> str | None:
+        return scrub_urls(text) if text else text
 
     @property
     def ended_at_ms(self) -> int:

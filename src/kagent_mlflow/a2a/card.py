@@ -35,10 +35,11 @@ class Endpoint:
 
 
 def agent_name_from_url(url: str) -> str:
-    """kagent routes are ``.../api/a2a/<namespace>/<name>/``: the last path segment names the agent."""
+    """kagent routes are ``.../api/a2a/<namespace>/<name>/``: the last path segment names the agent, else the
+    host and port (never the URL's ``user:password@``)."""
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
-    return segments[-1] if segments else parts.netloc
+    return segments[-1] if segments else parts.netloc.rpartition("@")[2]
 
 
 def short_version(version: str | None) -> str:

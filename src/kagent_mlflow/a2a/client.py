@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._urls import safe_url
 from ..config import check_http_url, check_question
 from ..errors import AgentError, AgentProtocolError, AgentTaskError, AgentTimeoutError
 from ._loop import LoopThread
@@ -55,7 +56,8 @@ class AgentClient:
 
     def __init__(self, url: str, *, timeout: float = 120, token: str | None = None) -> None:
         check_http_url(url, "A2A URL")
-        self.url = url
+        self.url = url  # as given (credentials included): the request needs them
+        self._shown_url = safe_url(url)  # for logs and repr
         self.timeout = float(timeout)
         self._token = token or None
         self._runner = LoopThread()
@@ -100,7 +102,7 @@ class AgentClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"AgentClient({self.url!r}, timeout={self.timeout:g})"
+        return f"AgentClient({self._shown_url!r}, timeout={self.timeout:g})"
 
     # -- the work, on the client's loop ---------------------------------------------------------------------------
 
@@ -118,7 +120,7 @@ class AgentClient:
         except AgentError as err:
             raise self._redact(err) from None
         except Exception as err:  # noqa: BLE001 - every failure becomes one of our errors, no SDK traceback
-            logger.debug("A2A call to %s failed", self.url, exc_info=True)
+            logger.debug("A2A call to %s failed", self._shown_url, exc_info=True)
             mapped = classify(err, self.url, call.exchange, timeout)
             if isinstance(mapped, AgentTimeoutError) and call.reply is not None:
                 mapped = AgentTimeoutError(  # the task the agent left running, so a failed run names it
@@ -170,14 +172,15 @@ class AgentClient:
                     card, card_url = await fetch_card(http, self.url)
                     endpoint = endpoint_from_card(card, self.url, card_url)
                 except CardUnavailable as why:
-                    logger.info("no A2A card at %s (%s); speaking A2A 0.3 JSON-RPC to the URL as given", self.url, why)
+                    shown = self._shown_url
+                    logger.info("no A2A card at %s (%s); speaking A2A 0.3 JSON-RPC to the URL as given", shown, why)
                     endpoint = fallback_endpoint(self.url)
                 config = ClientConfig(
                     streaming=False, httpx_client=http, supported_protocol_bindings=[TransportProtocol.JSONRPC]
                 )
                 self._sdk = ClientFactory(config).create(endpoint.card)
                 self._endpoint = endpoint
-                logger.debug("A2A %s agent %r at %s", endpoint.protocol_version, endpoint.name, endpoint.url)
+                logger.debug("A2A %s agent %r at %s", endpoint.protocol_version, endpoint.name, safe_url(endpoint.url))
         return self._sdk, self._endpoint
 
     def _http_client(self) -> httpx.AsyncClient:
@@ -227,7 +230,8 @@ class AgentClient:
             # not model is still an answer. Anything else is classified from what arrived.
             if not exchange.arrived or body_problem(exchange) is not None:
                 raise
-            logger.debug("a2a-sdk could not model the reply from %s; parsing it ourselves", self.url, exc_info=err)
+            shown = self._shown_url
+            logger.debug("a2a-sdk could not model the reply from %s; parsing it ourselves", shown, exc_info=err)
         if not exchange.arrived:
             raise AgentProtocolError(self.url, "no HTTP response was recorded for the request")
         problem = body_problem(exchange)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlparse
 
+from .._urls import safe_url
 from ..errors import ConfigError
 
 DEFAULT_BASE_URL = "http://localhost:8321"
@@ -37,7 +38,7 @@ def openai_base_url(url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError(
-            f"model URL {url!r} is not an http(s) URL; set LLAMA_STACK_BASE_URL to e.g. http://localhost:8321"
+            f"model URL {safe_url(url)!r} is not an http(s) URL; set LLAMA_STACK_BASE_URL to e.g. http://localhost:8321"
         )
     return url if url.endswith("/v1") else f"{url}/v1"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._urls import safe_url, scrub_urls
 from ..errors import KagentMlflowError
 
 
@@ -9,9 +10,9 @@ class ModelError(KagentMlflowError):
     """The model endpoint (Llama Stack ``/v1``) could not give a completion. ``url`` names it, ``cause`` says why."""
 
     def __init__(self, url: str, cause: str) -> None:
-        self.url = url
-        self.cause = cause
-        super().__init__(f"model at {url}: {cause}")
+        self.url = safe_url(url)  # messages reach logs and traces: never the URL's credentials
+        self.cause = scrub_urls(cause)
+        super().__init__(f"model at {self.url}: {self.cause}")
 
 
 class ModelUnreachableError(ModelError):

@@ -1,11 +1,12 @@
 """Strip secrets from anything the sink writes to MLflow.
 
-Three rules, applied to every string and every nested structure:
+Four rules, applied to every string and every nested structure:
 - a mapping key that names a secret (``authorization``, ``token``, ``api_key``, ``secret``, ``password``,
   ``key`` ...; camelCase and kebab-case too) gets its value replaced. Counters such as ``totalTokenCount`` or
   ``prompt_tokens`` are *not* secrets: only keys whose last word is a secret word count;
 - ``Bearer <x>`` / ``Basic <x>`` credentials and AWS access key ids (``AKIA...``) inside text are masked;
-- any value listed in ``known_secrets`` (the configured A2A token and AWS keys) is masked wherever it appears.
+- any value listed in ``known_secrets`` (the configured A2A token and AWS keys) is masked wherever it appears;
+- URLs inside text lose their userinfo and secret query values (``_urls.safe_url``).
 """
 
 from __future__ import annotations
@@ -14,36 +15,15 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from .._urls import is_secret_name as is_secret_key
+from .._urls import scrub_urls
+
 REDACTED = "[REDACTED]"
 
-_SECRET_WORDS = {
-    "token",
-    "secret",
-    "password",
-    "passwd",
-    "pwd",
-    "key",
-    "apikey",
-    "authorization",
-    "auth",
-    "cookie",
-    "credential",
-    "credentials",
-    "signature",
-    "sessionid",
-}
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_SPLIT = re.compile(r"[^a-zA-Z0-9]+")
 _TEXT_PATTERNS = (
     (re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE), rf"\1 {REDACTED}"),
     (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
 )
-
-
-def is_secret_key(key: str) -> bool:
-    """True when a mapping key names a secret: its last word (camel/snake/kebab split) is a secret word."""
-    words = [w.lower() for w in _SPLIT.split(_CAMEL.sub("_", key)) if w]
-    return bool(words) and words[-1] in _SECRET_WORDS
 
 
 class Redactor:
@@ -58,7 +38,7 @@ class Redactor:
             value = value.replace(secret, REDACTED)
         for pattern, replacement in _TEXT_PATTERNS:
             value = pattern.sub(replacement, value)
-        return value
+        return scrub_urls(value)
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str):
