@@ -10,6 +10,7 @@ import typer
 
 from .config import DEFAULT_QUESTION, check_question, without_credentials
 from .errors import AgentError, KagentMlflowError
+from .text import printable, printable_data
 
 app = typer.Typer(
     help="Ask kagent agents over A2A and log every interaction to MLflow, off the live path.",
@@ -28,11 +29,12 @@ def _root() -> None:
 EXIT_BAD_INPUT = 2
 EXIT_AGENT_FAILED = 3
 EXIT_NOT_LOGGED = 4
+EXIT_RECORD_LOST = 5
 
 
 def fail(message: str, code: int) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -116,12 +118,15 @@ def ask(
             report_logging(result)
         if outcome == "rejected":
             raise fail(f"answer not logged: {result['logging_error']}", EXIT_NOT_LOGGED)
+        if outcome == "lost":
+            raise fail(f"answer not logged, {result['logging_error']}", EXIT_RECORD_LOST)
 
 
 def settle_delivery(logger: Any, source: Any, into: dict[str, Any], flush_timeout: float) -> str:
     """Wait (bounded) for the record to reach MLflow, then copy the run keys of ``source`` into ``into``.
 
-    Returns "delivered", "spooled" (kept on disk and retried later: not an error) or "rejected" (MLflow refused it).
+    Returns "delivered", "spooled" (kept on disk and retried later: not an error), "rejected" (MLflow refused it)
+    or "lost" (neither delivered nor spooled).
     """
     logger.flush(flush_timeout)
     logger.close(timeout=0)  # whatever is still undelivered is already in the spool: don't wait twice
@@ -134,6 +139,9 @@ def settle_delivery(logger: Any, source: Any, into: dict[str, Any], flush_timeou
     if delivery.ref is not None:
         into.update(run_id=delivery.ref.run_id, run_url=delivery.ref.url, logging_error=None)
         return "delivered"
+    if delivery.lost:
+        into.update(run_id=None, run_url=None, logging_error=f"record lost: {delivery.error}")
+        return "lost"
     pending = getattr(source, "pending_run", None)
     opened = pending.ref if pending is not None and pending.done() else None  # replay completes this same run
     why = delivery.error if delivery.spooled else f"not delivered within {flush_timeout:g}s"
@@ -158,7 +166,7 @@ def _interaction_fields(interaction: Any) -> dict[str, Any]:
 
 
 def print_header(question: str, logger: Any) -> None:
-    typer.echo(f"Question: {question}")
+    typer.echo(f"Question: {printable(question)}")
     typer.echo(f"MLflow URI: {without_credentials(logger.mlflow_tracking_uri)}")
     typer.echo(f"A2A URL: {without_credentials(logger.a2a_url)}")
 
@@ -169,7 +177,7 @@ def report(result: dict[str, Any], logger: Any, as_json: bool) -> None:
         keys = ("answer", "run_id", "run_url", "latency_ms", "interaction_id", "status", "agent", "usage")
         extra = ("task_id", "context_id", "error", "logging_error")
         payload = {k: result.get(k) for k in keys} | {k: result[k] for k in extra if result.get(k) is not None}
-        typer.echo(json.dumps(payload, ensure_ascii=False))
+        typer.echo(json.dumps(printable_data(payload), ensure_ascii=False))
         return
     report_answer(result)
     report_logging(result)
@@ -177,7 +185,7 @@ def report(result: dict[str, Any], logger: Any, as_json: bool) -> None:
 
 def report_answer(result: dict[str, Any]) -> None:
     if result.get("answer") is not None:
-        typer.echo(f"\nAnswer: {result['answer']}")
+        typer.echo(f"\nAnswer: {printable(result['answer'])}")
     if result.get("latency_ms") is not None:
         typer.echo(f"Latency: {result['latency_ms']:.0f} ms")
 
@@ -187,8 +195,11 @@ def report_logging(result: dict[str, Any]) -> None:
         typer.echo(f"Run: {result['run_url']}")
     elif result.get("run_id"):
         typer.echo(f"Run: {result['run_id']} (view it with: kagent-mlflow ui)")
-    if result.get("logging_error"):
-        typer.echo(f"Not in MLflow yet: {result['logging_error']}", err=True)
+    error = result.get("logging_error")
+    if error and error.startswith("record lost"):
+        typer.echo(f"Not in MLflow, and not kept anywhere: {printable(error)}", err=True)
+    elif error:
+        typer.echo(f"Not in MLflow yet: {printable(error)}", err=True)
         typer.echo("It is retried automatically; send it now with: kagent-mlflow replay", err=True)
 
 

@@ -15,6 +15,7 @@ from .a2a.models import AgentReply
 from .config import Settings, check_question
 from .errors import AgentError
 from .records import Interaction, new_interaction_id
+from .text import printable
 
 
 class QuestionResult(dict):
@@ -194,7 +195,8 @@ class KagentMLflowLogger:
         t0 = time.perf_counter()
         error: AgentError | None = None
         try:
-            reply: AgentReply | None = self._client().ask(question, timeout=timeout)
+            # The wire carries UTF-8 only: undecodable input goes to the agent as shown to the user (escaped).
+            reply: AgentReply | None = self._client().ask(printable(question), timeout=timeout)
         except AgentError as err:
             error, reply = err, err.reply
         finally:
@@ -223,7 +225,13 @@ class KagentMLflowLogger:
 
     def _log(self, interaction: Interaction, pending: Any) -> QuestionResult:
         """Hand the record to the recorder (returns at once) and build the result with lazily resolved run keys."""
-        delivery = self._get_recorder().record(interaction, pending)
+        try:
+            delivery = self._get_recorder().record(interaction, pending)
+        except Exception as err:  # logging never costs the answer
+            from .delivery import Delivery
+
+            delivery = Delivery(interaction.interaction_id)
+            delivery._finish(None, f"could not hand the record over: {err}", lost=True)
         spool_dir = self.settings.effective_spool_dir
         timeout = self.run_id_timeout
 
@@ -236,6 +244,8 @@ class KagentMLflowLogger:
             if ref is not None:
                 return {"run_id": ref.run_id, "run_url": ref.url, "logging_error": None}
             reason = delivery.error or (pending.error if pending is not None else None) or "not delivered yet"
+            if delivery.lost:
+                return {"run_id": None, "run_url": None, "logging_error": f"record lost: {reason}"}
             return {"run_id": None, "run_url": None, "logging_error": f"{reason}; record kept in the spool {spool_dir}"}
 
         result = QuestionResult(

@@ -74,7 +74,7 @@ class PendingRun:
 
 
 class Delivery:
-    """The fate of one recorded interaction: delivered (``ref``) or kept in the spool (``spooled``)."""
+    """The fate of one recorded interaction: delivered (``ref``), kept in the spool (``spooled``) or ``lost``."""
 
     def __init__(self, interaction_id: str) -> None:
         self.interaction_id = interaction_id
@@ -82,10 +82,14 @@ class Delivery:
         self.ref: RunRefLike | None = None
         self.spooled = False
         self.rejected = False  # the sink refused the record for good: replaying it as is will not help
+        self.lost = False  # neither delivered nor spooled: nothing will bring it to MLflow
         self.error: str | None = None
 
-    def _finish(self, ref: RunRefLike | None, error: str | None = None, *, rejected: bool = False) -> None:
-        self.ref, self.error, self.spooled, self.rejected = ref, error, ref is None, rejected
+    def _finish(
+        self, ref: RunRefLike | None, error: str | None = None, *, rejected: bool = False, lost: bool = False
+    ) -> None:
+        self.ref, self.error, self.rejected, self.lost = ref, error, rejected, lost
+        self.spooled = ref is None and not lost
         self._event.set()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -49,6 +49,7 @@ class _Item:
     pending: PendingRun | None
     entry: SpoolEntry | None
     ticket: Delivery
+    spool_error: str | None = None  # why the record is not in the spool (entry is None)
 
 
 @dataclass
@@ -158,12 +159,14 @@ class Recorder:
             self._spool_synchronously(interaction, ticket)
             return ticket
         entry: SpoolEntry | None = None
+        spool_error: str | None = None
         try:
             entry = self.spool.append(interaction, sync=False)
             self._wake_sync.set()
-        except OSError as err:
-            log.warning("could not write the spool at %s (%s); delivering from memory only", self.spool.directory, err)
-        item = _Item(interaction, pending_run, entry, ticket)
+        except Exception as err:  # unwritable directory, full disk, unserialisable data: never the caller's problem
+            spool_error = f"could not write the spool at {self.spool.directory}: {err}"
+            log.warning("%s; delivering from memory only", spool_error)
+        item = _Item(interaction, pending_run, entry, ticket, spool_error)
         with self._cv:
             self._outstanding += 1
         try:
@@ -304,14 +307,17 @@ class Recorder:
 
     def _leave_in_spool(self, item: _Item, reason: str, *, retryable: bool) -> None:
         interaction_id = item.interaction.interaction_id
-        if item.entry is None:
-            log.error("record %s could not be delivered nor spooled (%s)", interaction_id, reason)
+        lost = item.entry is None
+        if lost:
+            reason = f"not delivered ({reason}) and not spooled ({item.spool_error or 'no spool entry'})"
+            log.error("record %s is lost: %s", interaction_id, reason)
         else:
+            assert item.entry is not None
             self.spool.give_up(item.entry)
             self._warn_spooled(interaction_id, reason)
         if item.pending is not None:
             item.pending._resolve(None, reason)
-        item.ticket._finish(None, reason, rejected=not retryable)
+        item.ticket._finish(None, reason, rejected=not retryable, lost=lost)
         with self._cv:
             self.stats.spooled += 1
             self._outstanding -= 1
@@ -342,9 +348,10 @@ class Recorder:
             self.spool.give_up(entry)
             self.spool.rotate()
             ticket._finish(None, "recorder closed; kept in the spool")
-        except OSError as err:
-            log.error("recorder closed and spool unwritable; record %s lost: %s", interaction.interaction_id, err)
-            ticket._finish(None, str(err))
+        except Exception as err:
+            reason = f"the recorder was closed and the spool at {self.spool.directory} is unwritable: {err}"
+            log.error("record %s is lost: %s", interaction.interaction_id, reason)
+            ticket._finish(None, reason, lost=True)
 
     def _open_runs(self) -> None:
         while True:

@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic_core import PydanticSerializationError
+
 from ..records import Interaction
 
 log = logging.getLogger("kagent_mlflow.delivery")
@@ -80,6 +82,24 @@ class _OwnSegment:
     @property
     def settled(self) -> bool:
         return self.rotated and self.acked + self.given_up >= self.written
+
+
+def encode_line(interaction: Interaction) -> bytes:
+    """One journal line. Text that is not valid Unicode (lone surrogates) is kept exactly, as JSON escapes."""
+    try:
+        return interaction.model_dump_json().encode("utf-8") + b"\n"
+    except PydanticSerializationError:  # surrogates: pydantic's JSON writer refuses them, json escapes them
+        return json.dumps(interaction.model_dump(mode="json"), ensure_ascii=True).encode("ascii") + b"\n"
+
+
+def decode_line(raw: bytes) -> Interaction:
+    """The record of one journal line (``ValueError`` when it does not parse)."""
+    try:
+        return Interaction.model_validate_json(raw)
+    except ValueError:
+        if b"\\u" not in raw:
+            raise
+        return Interaction.model_validate(json.loads(raw))  # escaped surrogates: only json reads them back
 
 
 def _ack_path(segment: Path) -> Path:
@@ -153,7 +173,7 @@ class ClaimedSegment:
         """Stream the records not yet acked, skipping (and keeping aside) lines that do not parse."""
         for line in _iter_lines(self.path):
             try:
-                interaction = Interaction.model_validate_json(line.raw)
+                interaction = decode_line(line.raw)
             except ValueError as err:
                 self._keep_bad(line, err)
                 continue
@@ -205,7 +225,7 @@ class Spool:
 
     def append(self, interaction: Interaction, *, sync: bool = True) -> SpoolEntry:
         """Journal one record. With ``sync=False`` the fsync is left to ``sync()`` (a background syncer)."""
-        line = interaction.model_dump_json().encode("utf-8") + b"\n"
+        line = encode_line(interaction)
         with self._lock:
             segment = self._active_segment()
             _write_all(segment.fd, line)

@@ -48,10 +48,12 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracing.client import TracingClient
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 from ..config import Settings
 from ..errors import DeliveryError
 from ..records import Interaction
+from ..text import printable_data
 from ._content import OPEN_RUN_TAGS, artifact_texts, run_batch, run_name, run_tags
 from ._errors import describe
 from ._trace import build_trace
@@ -135,6 +137,7 @@ class MlflowSink:
 
         Meant for the live path, concurrently with the A2A request; ``write(interaction, run_id)`` completes it.
         """
+        interaction = _printable(interaction)
         with self._guard("creating the run"), self._stripe(interaction.interaction_id):
             known = self._recall(interaction.interaction_id)
             if known is not None:  # write() got there first (e.g. open_run was slow): reuse, never a second run
@@ -153,6 +156,7 @@ class MlflowSink:
         """Write everything about ``interaction``; safe to replay after a crash at any step (see module doc)."""
         if _stop_after is not None and _stop_after not in STEPS:
             raise ValueError(f"unknown step {_stop_after!r}; steps are {STEPS}")
+        interaction = _printable(interaction)
         if not _ID.match(interaction.interaction_id):
             raise DeliveryError(
                 f"interaction id {interaction.interaction_id!r} is not a plain id; record cannot be logged",
@@ -374,6 +378,15 @@ class MlflowSink:
                     cause=cause,
                     retryable=retryable,
                 ) from err
+
+
+def _printable(interaction: Interaction) -> Interaction:
+    """MLflow stores UTF-8 only: text that is not valid Unicode goes there escaped (the spool keeps it exact)."""
+    try:
+        interaction.model_dump_json()
+    except PydanticSerializationError:
+        return Interaction.model_validate(printable_data(interaction.model_dump(mode="json")))
+    return interaction
 
 
 def _clear_server_version_cache() -> None:
