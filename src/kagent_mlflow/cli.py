@@ -283,6 +283,7 @@ def status(
             "segments": st.segments,
             "in_use_segments": st.in_use_segments,
             "corrupt_lines": st.corrupt_lines,
+            "unanswered": st.unanswered,
         }
         typer.echo(json.dumps(payload))
         return
@@ -293,6 +294,11 @@ def status(
         typer.echo(f"Waiting: {st.pending} interaction(s), the oldest from {oldest} ({_age(st.oldest_ms)} ago)")
         if st.in_use_segments:
             typer.echo(f"In use: {st.in_use_segments} segment(s) held by a running logger (it is delivering them)")
+        if st.unanswered:
+            typer.echo(
+                f"Unanswered: {st.unanswered} question(s) whose run was opened before the answer; if their client "
+                "is gone, replay closes those runs as FAILED"
+            )
         typer.echo("Send them now with: kagent-mlflow replay")
     if st.corrupt_lines:
         typer.echo(f"Corrupt lines: {st.corrupt_lines} (skipped by replay, then kept in {st.path / 'corrupt'})")

@@ -231,7 +231,7 @@ class KagentMLflowLogger:
             from .delivery import Delivery
 
             delivery = Delivery(interaction.interaction_id)
-            delivery._finish(None, f"could not hand the record over: {err}", lost=True)
+            delivery.finish(None, f"could not hand the record over: {err}", lost=True)
         spool_dir = self.settings.effective_spool_dir
         timeout = self.run_id_timeout
 

@@ -20,6 +20,11 @@ _OUTPUT_KEYS = ("candidatesTokenCount", "completion_tokens", "output_tokens")
 _TOTAL_KEYS = ("totalTokenCount", "total_tokens")
 
 
+CLIENT_STOPPED = (
+    "the client stopped before the agent answered (process killed or crashed); the run was closed by replay"
+)
+
+
 def new_interaction_id() -> str:
     return uuid.uuid4().hex
 
@@ -51,6 +56,10 @@ class Interaction(BaseModel):
     started_at_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
     experiment_name: str
     run_name: str | None = None
+    # Journalled when the run is opened early, before the answer: it stands for the question until the real record
+    # supersedes it. Only if the client dies first is it delivered (by replay): the run then ends FAILED, never
+    # RUNNING forever.
+    provisional: bool = False
 
     @field_validator("a2a_url")
     @classmethod
@@ -62,6 +71,10 @@ class Interaction(BaseModel):
     @classmethod
     def _safe_text(cls, text: str | None) -> str | None:
         return scrub_urls(text) if text else text
+
+    def provisional_copy(self) -> Interaction:
+        """The record journalled before an early run open: a failed interaction saying the client went away."""
+        return self.model_copy(update={"provisional": True, "status": "error", "error": CLIENT_STOPPED})
 
     @property
     def ended_at_ms(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -163,15 +164,21 @@ def test_mlflow_down_keeps_every_record_then_delivers_them_when_it_returns(
 ) -> None:
     sink.down = True
     recorder = recorder_factory(sink, retry_interval=0.3)
-    pendings = [recorder.begin(make(i)) for i in range(3)]
+    asked = [make(100 + i) for i in range(3)]
+    pendings = [recorder.begin(stub) for stub in asked]  # three slow questions still waiting for their answers
     tickets = [recorder.record(make(i)) for i in range(20)]
     assert recorder.flush(5) is False  # everything is accounted for (spooled), not delivered
     assert all(t.spooled for t in tickets)
     assert [p.run_id(5) for p in pendings] == [None, None, None]
-    assert Spool(tmp_path / "spool").status().pending == 20
+    status = Spool(tmp_path / "spool").status()  # a slow one opened early waits as a provisional record
+    assert status.pending - status.unanswered == 20
+    tickets += [recorder.record(stub, pending) for stub, pending in zip(asked, pendings, strict=True)]
+    assert recorder.flush(5) is False
+    status = Spool(tmp_path / "spool").status()  # the answers superseded the provisional records
+    assert (status.pending, status.unanswered) == (23, 0)
 
     sink.down = False
-    assert wait_for(lambda: sink.complete() == 20)
+    assert wait_for(lambda: sink.complete() == 23)
     assert recorder.flush(5) is True
     assert all(r["writes"] == 1 for r in sink.runs.values())
     assert wait_for(lambda: Spool(tmp_path / "spool").status().pending == 0)
@@ -228,3 +235,33 @@ def test_a_new_recorder_drains_what_an_earlier_process_left(sink: FakeSink, reco
     recorder_factory(sink)
     assert wait_for(lambda: sink.complete() == 4)
     assert wait_for(lambda: Spool(tmp_path / "spool").status().pending == 0)
+
+
+def test_an_early_opened_run_is_journalled_first_and_the_answer_supersedes_it(
+    sink: FakeSink, recorder_factory, tmp_path: Path
+) -> None:
+    recorder = recorder_factory(sink)
+    stub = make(7)
+    pending = recorder.begin(stub)
+    run_id = pending.run_id(5)  # the agent is still thinking: the run was opened early
+    assert run_id is not None and sink.opened == 1
+    status = Spool(tmp_path / "spool").status()
+    assert (status.pending, status.unanswered) == (1, 1)  # journalled: a crash now leaves a record to close it
+    ticket = recorder.record(stub.model_copy(update={"answer": "late answer"}), pending)
+    assert ticket.wait(5) and ticket.ref.run_id == run_id
+    assert recorder.close(timeout=5) is True
+    assert Spool(tmp_path / "spool").status().pending == 0  # real record delivered, provisional one acked
+
+
+def test_no_early_open_when_it_cannot_be_journalled(
+    sink: FakeSink, recorder_factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "spool").write_text("a file where the spool directory should be")
+    recorder = recorder_factory(sink)
+    stub = make(8)
+    with caplog.at_level(logging.WARNING, logger="kagent_mlflow.delivery"):
+        pending = recorder.begin(stub)
+        assert wait_for(lambda: "no early run open" in caplog.text)
+    assert sink.opened == 0  # an unjournalled run could be orphaned by a crash: it is not opened
+    ticket = recorder.record(stub, pending)
+    assert ticket.wait(5) and ticket.delivered and sink.opened == 1  # the deliverer created it after the answer

@@ -13,9 +13,10 @@ class PendingRun:
     """The MLflow run of one interaction, created in the background; ``run_id(timeout)`` resolves it.
 
     Created by ``Recorder.begin`` when the question is sent. If the agent is still working after a short grace
-    period, a background thread creates the run (``sink.open_run``) so it exists by the time the answer arrives.
-    If the answer comes first (a fast agent), the early open is skipped and the deliverer's write creates the run;
-    either way this handle resolves to the one run of the interaction.
+    period, the early opener journals a provisional record and creates the run (``sink.open_run``) so it exists by
+    the time the answer arrives. If the answer comes first (a fast agent), the early open is skipped and the
+    deliverer's write creates the run; either way this handle resolves to the one run of the interaction.
+    The methods below the line are the delivery parts' side of the hand-shake.
     """
 
     def __init__(self, interaction_id: str, on_end: Callable[[], None] | None = None) -> None:
@@ -26,6 +27,7 @@ class PendingRun:
         self._ended = threading.Event()
         self._lock = threading.Lock()
         self._state = "waiting"  # -> "opening" (open_run started) or "skipped" (the write creates the run)
+        self._journal: object | None = None  # the provisional record's spool entry, while it stands for the question
         self._on_end = on_end
 
     def end(self) -> None:
@@ -48,29 +50,48 @@ class PendingRun:
         ref = self.wait(timeout)
         return ref.run_id if ref is not None else None
 
-    # ---- used by the recorder ----
+    # ---- the delivery parts' side ----
 
-    def _resolve(self, ref: RunRefLike | None, error: str | None = None) -> None:
+    def wait_ended(self, timeout: float | None) -> bool:
+        """Wait until the live request is over; True when it is."""
+        return self._ended.wait(timeout)
+
+    def resolve(self, ref: RunRefLike | None, error: str | None = None) -> None:
+        """The run exists (``ref``) or cannot be known now (``error``); the first call wins."""
         with self._lock:
             if self._resolved.is_set():
                 return
             self.ref, self.error = ref, error
             self._resolved.set()
 
-    def _start_open(self) -> bool:
-        """The opener claims the early open; False when the deliverer took over already."""
+    def start_open(self, journal: Callable[[], object | None]) -> bool:
+        """The early opener claims the open; ``journal()`` writes the provisional record first (None: not written).
+
+        Under the handle's lock, so the answer's ``take_journal`` either sees the entry or the open never starts.
+        False (and nothing journalled) when the request is over or the deliverer took over already.
+        """
         with self._lock:
-            if self._state != "waiting":
+            if self._state != "waiting" or self._ended.is_set():
                 return False
-            self._state = "opening"
+            entry = journal()
+            if entry is None:  # not journalled: do not open a run nothing could close after a crash
+                self._state = "skipped"
+                return False
+            self._journal, self._state = entry, "opening"
             return True
 
-    def _skip_open(self) -> bool:
+    def take_over(self) -> bool:
         """The deliverer takes over; True when no early open started (so the write must create the run)."""
         with self._lock:
             if self._state == "waiting":
                 self._state = "skipped"
             return self._state == "skipped"
+
+    def take_journal(self) -> object | None:
+        """The provisional record's spool entry (once): the real record supersedes it."""
+        with self._lock:
+            entry, self._journal = self._journal, None
+            return entry
 
 
 class Delivery:
@@ -85,9 +106,10 @@ class Delivery:
         self.lost = False  # neither delivered nor spooled: nothing will bring it to MLflow
         self.error: str | None = None
 
-    def _finish(
+    def finish(
         self, ref: RunRefLike | None, error: str | None = None, *, rejected: bool = False, lost: bool = False
     ) -> None:
+        """Set by the delivery parts once the outcome is known."""
         self.ref, self.error, self.rejected, self.lost = ref, error, rejected, lost
         self.spooled = ref is None and not lost
         self._event.set()

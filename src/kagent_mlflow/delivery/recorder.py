@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..records import Interaction
+from .early_open import EarlyOpener
 from .handles import Delivery, LiveGate, PendingRun
 from .replay import replay
 from .sink import RunRefLike, Sink, is_retryable
@@ -95,7 +96,6 @@ class Recorder:
         self.exit_timeout = exit_timeout
         self.stats = RecorderStats()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
-        self._open_queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._cv = threading.Condition()
         self._outstanding = 0
         self._stranded: set[str] = set()  # ids this process left in the spool and has not delivered since
@@ -109,8 +109,15 @@ class Recorder:
         self._closed = False
         self._close_lock = threading.Lock()
         self._drain_pending = drain_on_start
+        self.opener = EarlyOpener(
+            spool,
+            self._get_sink,
+            mlflow_down=self._circuit_open,
+            on_journal=self._wake_sync.set,
+            delay=early_run_after,
+            queue_size=queue_size,
+        )
         self._threads = [self._start(self._work, f"kagent-mlflow-deliver-{i}") for i in range(max(1, workers))]
-        self._threads.append(self._start(self._open_runs, "kagent-mlflow-open-run"))
         self._threads.append(self._start(self._sync_loop, "kagent-mlflow-spool-sync"))
         self._threads.append(self._start(self._retry_loop, "kagent-mlflow-retry"))
         atexit.register(self._atexit)
@@ -132,12 +139,9 @@ class Recorder:
         """
         pending = PendingRun(stub.interaction_id, on_end=self.gate.enter())
         if self._closed or self._circuit_open():
-            pending._skip_open()
+            pending.take_over()
             return pending
-        try:
-            self._open_queue.put_nowait((stub, pending, time.monotonic()))
-        except queue.Full:
-            pending._skip_open()
+        self.opener.submit(stub, pending)
         return pending
 
     def live_request(self) -> Any:
@@ -156,7 +160,7 @@ class Recorder:
         with self._cv:
             self.stats.recorded += 1
         if self._closed:
-            self._spool_synchronously(interaction, ticket)
+            self._spool_synchronously(interaction, ticket, pending_run)
             return ticket
         entry: SpoolEntry | None = None
         spool_error: str | None = None
@@ -166,6 +170,7 @@ class Recorder:
         except Exception as err:  # unwritable directory, full disk, unserialisable data: never the caller's problem
             spool_error = f"could not write the spool at {self.spool.directory}: {err}"
             log.warning("%s; delivering from memory only", spool_error)
+        self._supersede(pending_run, entry is not None)
         item = _Item(interaction, pending_run, entry, ticket, spool_error)
         with self._cv:
             self._outstanding += 1
@@ -174,6 +179,15 @@ class Recorder:
         except queue.Full:
             self._leave_in_spool(item, "delivery queue full", retryable=True)
         return ticket
+
+    def _supersede(self, pending: PendingRun | None, recorded: bool) -> None:
+        """The real record is journalled: ack the provisional one. If it is not, leave that for replay to close."""
+        placeholder = pending.take_journal() if pending is not None else None
+        if isinstance(placeholder, SpoolEntry):
+            if recorded:
+                self.spool.ack(placeholder)
+            else:
+                self.spool.give_up(placeholder)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record so far is delivered or spooled. True when all of them reached MLflow."""
@@ -201,12 +215,12 @@ class Recorder:
         self._stop.set()
         self._wake_retry.set()
         self._wake_sync.set()
-        for q, count in ((self._queue, self._count("deliver")), (self._open_queue, 1)):
-            for _ in range(count):
-                try:
-                    q.put_nowait(_STOP)
-                except queue.Full:
-                    break
+        self.opener.stop()
+        for _ in range(self._count("deliver")):
+            try:
+                self._queue.put_nowait(_STOP)
+            except queue.Full:
+                break
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=0.5)
@@ -256,7 +270,7 @@ class Recorder:
     def _deliver(self, item: _Item) -> None:
         error: BaseException | None = None
         pending = item.pending
-        early = pending is not None and not pending._skip_open()  # an early open_run started: complete that run
+        early = pending is not None and not pending.take_over()  # an early open_run started: complete that run
         run_id: str | None = None
         for attempt in range(self.attempts):
             if self._circuit_open() or self._stop.is_set():
@@ -273,7 +287,7 @@ class Recorder:
                     opened = self._get_sink().open_run(item.interaction)
                     run_id = opened.run_id
                     if pending is not None:
-                        pending._resolve(opened)  # the run id is known before the rest is written
+                        pending.resolve(opened)  # the run id is known before the rest is written
                 self.yield_to_live()
                 ref = self._get_sink().write(item.interaction, run_id=run_id)
             except Exception as err:
@@ -298,8 +312,8 @@ class Recorder:
         if item.entry is not None:
             self.spool.ack(item.entry)
         if item.pending is not None:
-            item.pending._resolve(ref)
-        item.ticket._finish(ref)
+            item.pending.resolve(ref)
+        item.ticket.finish(ref)
         with self._cv:
             self.stats.delivered += 1
             self._outstanding -= 1
@@ -316,8 +330,8 @@ class Recorder:
             self.spool.give_up(item.entry)
             self._warn_spooled(interaction_id, reason)
         if item.pending is not None:
-            item.pending._resolve(None, reason)
-        item.ticket._finish(None, reason, rejected=not retryable, lost=lost)
+            item.pending.resolve(None, reason)
+        item.ticket.finish(None, reason, rejected=not retryable, lost=lost)
         with self._cv:
             self.stats.spooled += 1
             self._outstanding -= 1
@@ -342,34 +356,17 @@ class Recorder:
         level = logging.WARNING if loud else logging.DEBUG
         log.log(level, "record %s kept in the spool at %s: %s", interaction_id, self.spool.directory, reason)
 
-    def _spool_synchronously(self, interaction: Interaction, ticket: Delivery) -> None:
+    def _spool_synchronously(self, interaction: Interaction, ticket: Delivery, pending: PendingRun | None) -> None:
         try:
             entry = self.spool.append(interaction, sync=True)
+            self._supersede(pending, True)
             self.spool.give_up(entry)
             self.spool.rotate()
-            ticket._finish(None, "recorder closed; kept in the spool")
+            ticket.finish(None, "recorder closed; kept in the spool")
         except Exception as err:
             reason = f"the recorder was closed and the spool at {self.spool.directory} is unwritable: {err}"
             log.error("record %s is lost: %s", interaction.interaction_id, reason)
-            ticket._finish(None, reason, lost=True)
-
-    def _open_runs(self) -> None:
-        while True:
-            job = self._open_queue.get()
-            if job is _STOP:
-                return
-            stub, pending, submitted = job  # type: ignore[misc]
-            pending._ended.wait(submitted + self.early_run_after - time.monotonic())
-            if pending._ended.is_set() or not pending._start_open():
-                continue  # answered already: the delivery's write creates the run
-            if self._circuit_open():
-                pending._resolve(None, "MLflow unreachable")
-                continue
-            try:
-                pending._resolve(self._get_sink().open_run(stub))
-            except Exception as err:
-                log.debug("open_run for %s failed: %s", stub.interaction_id, err)
-                pending._resolve(None, str(err))
+            ticket.finish(None, reason, lost=True)
 
     def _sync_loop(self) -> None:
         while not self._stop.is_set():

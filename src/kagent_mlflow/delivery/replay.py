@@ -135,7 +135,7 @@ class _SegmentRun:
             error = self._write(interaction)
             with self.lock:
                 if error is None:
-                    claimed.ack(interaction.interaction_id)
+                    claimed.ack(interaction)
                     self.report.delivered += 1
                 else:
                     self.report.failed += 1

@@ -53,6 +53,16 @@ class SpoolEntry:
 
     segment: str
     interaction_id: str
+    provisional: bool = False
+
+    @property
+    def key(self) -> str:
+        return journal_key(self.interaction_id, self.provisional)
+
+
+def journal_key(interaction_id: str, provisional: bool = False) -> str:
+    """What an ack line names: a provisional record (``Interaction.provisional``) is acked apart from the real one."""
+    return f"{interaction_id}/provisional" if provisional else interaction_id
 
 
 @dataclass
@@ -65,6 +75,7 @@ class SpoolStatus:
     segments: int = 0
     corrupt_lines: int = 0
     in_use_segments: int = 0  # locked by a live process (records may still be in its memory queue)
+    unanswered: int = 0  # of ``pending``: provisional records of questions whose client has not recorded an answer
 
 
 @dataclass
@@ -170,15 +181,28 @@ class ClaimedSegment:
         self.corrupt_lines = 0
 
     def records(self) -> Iterator[Interaction]:
-        """Stream the records not yet acked, skipping (and keeping aside) lines that do not parse."""
+        """Stream the records not yet acked, skipping (and keeping aside) lines that do not parse.
+
+        Provisional records (an early-opened run's question, journalled before the answer) come last, and only
+        when the segment holds no real record of the same interaction: the real record supersedes them.
+        """
+        provisional: dict[str, Interaction] = {}  # bounded by the segment's size
         for line in _iter_lines(self.path):
             try:
                 interaction = decode_line(line.raw)
             except ValueError as err:
                 self._keep_bad(line, err)
                 continue
+            if interaction.provisional:
+                if journal_key(interaction.interaction_id, True) not in self._acked:
+                    provisional[interaction.interaction_id] = interaction
+                continue
+            provisional.pop(interaction.interaction_id, None)
             if interaction.interaction_id in self._acked:
                 continue
+            self._valid_unacked += 1
+            yield interaction
+        for interaction in provisional.values():
             self._valid_unacked += 1
             yield interaction
 
@@ -190,10 +214,12 @@ class ClaimedSegment:
             self._bad.append(line.raw)
             self._bad_bytes += len(line.raw)
 
-    def ack(self, interaction_id: str) -> None:
-        self._acked.add(interaction_id)
+    def ack(self, record: Interaction | str) -> None:
+        """The record reached MLflow (an ``Interaction``, or the id of a non-provisional one)."""
+        key = record if isinstance(record, str) else journal_key(record.interaction_id, record.provisional)
+        self._acked.add(key)
         self._valid_unacked -= 1
-        self._ack_fh.write(interaction_id + "\n")
+        self._ack_fh.write(key + "\n")
         self._ack_fh.flush()
 
     def release(self, *, complete: bool) -> bool:
@@ -237,7 +263,7 @@ class Spool:
             if segment.written >= self.segment_records:
                 segment.rotated = True
                 self._active = None
-            return SpoolEntry(segment.path.name, interaction.interaction_id)
+            return SpoolEntry(segment.path.name, interaction.interaction_id, interaction.provisional)
 
     def sync(self) -> None:
         """fsync every own segment written since the last sync (group commit)."""
@@ -258,7 +284,7 @@ class Spool:
             if segment is None:
                 return
             with open(_ack_path(segment.path), "a", encoding="utf-8") as fh:
-                fh.write(entry.interaction_id + "\n")
+                fh.write(entry.key + "\n")
             segment.acked += 1
             self._settle_if_done(segment)
 
@@ -366,13 +392,14 @@ class Spool:
                 for line in _iter_lines(path):
                     try:
                         data = json.loads(line.raw)
-                        interaction_id = data["interaction_id"]
+                        key = journal_key(data["interaction_id"], data.get("provisional") is True)
                     except (ValueError, KeyError, TypeError):
                         status.corrupt_lines += 1
                         continue
-                    if interaction_id in acked:
+                    if key in acked:
                         continue
                     counted += 1
+                    status.unanswered += data.get("provisional") is True
                     started = data.get("started_at_ms")
                     if isinstance(started, int) and (status.oldest_ms is None or started < status.oldest_ms):
                         status.oldest_ms = started
