@@ -177,7 +177,9 @@ def test_a_failing_model_call_is_an_error_span(scripted_model, tracing_to_server
     assert "HTTP 500" in json.dumps([e.attributes for e in llm.events])
 
 
-def test_concurrent_async_specialists_each_nest_under_their_own_tool_span(scripted_model, tracing_to_server) -> None:
+@pytest.mark.parametrize("entry", ["blocking", "async"])
+def test_concurrent_specialists_each_nest_under_their_own_tool_span(scripted_model, tracing_to_server, entry) -> None:
+    """Both drivers run the two delegations concurrently; each specialist's spans stay under its own TOOL span."""
     scripted_model.set_script(
         [
             {
@@ -198,7 +200,8 @@ def test_concurrent_async_specialists_each_nest_under_their_own_tool_span(script
     k8s = _agent(scripted_model, name="k8s", instructions="You are a cluster specialist.", tools=[get_pods])
     docs = _agent(scripted_model, name="docs", instructions="You are a docs specialist.", tools=[])
     boss = supervisor([k8s, docs], base_url=scripted_model.root, model="scripted-model")
-    response = asyncio.run(boss.apredict(_ask("Is prod OK?")))
+    request = _ask("Is prod OK?")
+    response = boss.predict(request) if entry == "blocking" else asyncio.run(boss.apredict(request))
     [trace] = _fetch(tracing_to_server)
     by_id = {s.span_id: s for s in trace.data.spans}
     subs = {s.name: s for s in trace.data.spans if s.span_type == SpanType.AGENT and s.parent_id}

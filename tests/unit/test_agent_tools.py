@@ -6,10 +6,41 @@ import asyncio
 import time
 from enum import Enum
 
+import mlflow
 import pytest
 
 from kagent_mlflow.agent import Tool, tool
-from kagent_mlflow.agent.tools import arun_tool, run_tool
+from kagent_mlflow.agent.reply import ToolCallRequest, Usage
+from kagent_mlflow.agent.threads import ToolThreads
+from kagent_mlflow.agent.toolrun import Caller, ToolSettings, run_async, run_blocking
+from kagent_mlflow.agent.tools import ToolResult
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_tracing():
+    mlflow.tracing.disable()
+    yield
+    mlflow.tracing.reset()
+
+
+def run_tool(tools: dict, name: str, arguments: str, timeout: float) -> ToolResult:
+    """One call through the blocking runner (what ``predict`` uses)."""
+    settings = ToolSettings(tools, timeout, 8, ToolThreads(4))
+    steps = run_blocking(settings, [ToolCallRequest("c1", name, arguments)], Caller(Usage()), stream=False)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value.results[0]
+
+
+async def arun_tool(tools: dict, name: str, arguments: str, timeout: float) -> ToolResult:
+    """One call through the async runner (what ``apredict`` uses)."""
+    settings = ToolSettings(tools, timeout, 8, ToolThreads(4))
+    rounds: list = []
+    async for _ in run_async(settings, [ToolCallRequest("c1", name, arguments)], Caller(Usage()), False, rounds):
+        pass
+    return rounds[0].results[0]
 
 
 class Severity(str, Enum):

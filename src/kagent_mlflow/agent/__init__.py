@@ -36,8 +36,8 @@ Multi-agent: ``specialist.as_tool()`` turns an agent into a tool of a supervisor
 from .agent import DEFAULT_MAX_STEPS, LlamaStackAgent, default_agent, final_text
 from .config import ModelConfig
 from .errors import ModelError, ModelProtocolError, ModelTimeoutError, ModelUnreachableError, NoModelError
-from .llm import Usage
 from .multi import supervisor
+from .reply import Usage
 from .tools import DEFAULT_TOOL_TIMEOUT, Tool, tool
 
 __all__ = [

@@ -1,14 +1,13 @@
 """``LlamaStackAgent``: an MLflow ``ResponsesAgent`` that answers with a Llama Stack model and calls Python tools.
 
 One turn = model call -> (tool calls -> tool results -> model call)* -> final message, bounded by ``max_steps``
-model calls. The same loop serves ``predict`` / ``predict_stream`` (blocking, for MLflow model serving and notebooks)
-and ``apredict`` / ``apredict_stream`` (async, for the Agent Server, so concurrent requests do not queue).
+model calls. One loop core (:mod:`.loop`, no I/O) serves ``predict`` / ``predict_stream`` through the blocking driver
+(MLflow model serving, notebooks) and ``apredict`` / ``apredict_stream`` through the async one (the Agent Server, so
+concurrent requests do not queue): both give the same events and run tools with the same concurrency.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -19,19 +18,21 @@ from mlflow.types.responses import (
     ResponsesAgentRequest,
     ResponsesAgentResponse,
     ResponsesAgentStreamEvent,
-    create_text_delta,
     responses_agent_output_reducer,
 )
 
 from .config import ModelConfig
-from .llm import ModelClient, TextDelta, ToolCallRequest, Usage, dumps_arguments
-from .tools import DEFAULT_TOOL_TIMEOUT, Tool, ToolResult, arun_tool, as_tool, run_tool
-from .turn import Turn, done, final
+from .drive import aevents, events
+from .llm import ModelClient
+from .loop import COMPLETED
+from .reply import Usage
+from .threads import ToolThreads, shared_tool_threads
+from .toolrun import CALLER, Caller
+from .tools import DEFAULT_TOOL_TIMEOUT, Tool, as_tool
 
 DEFAULT_MAX_STEPS = 10
-
-# The usage accumulator of the turn whose tool is running: a sub-agent adds its tokens to its caller's total.
-_CALLER_USAGE: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("kagent_mlflow_caller_usage", default=None)
+DEFAULT_TOOL_CONCURRENCY = 8
+DELTA = "response.output_text.delta"
 
 
 def _as_request(request: ResponsesAgentRequest | dict[str, Any]) -> ResponsesAgentRequest:
@@ -50,6 +51,9 @@ class LlamaStackAgent(ResponsesAgent):
         config: A complete :class:`ModelConfig` instead of the individual settings.
         max_steps: Maximum model calls per turn (default 10); reaching it ends the turn with a clear message.
         tool_timeout: Seconds a tool may run (default 30) unless the tool sets its own ``timeout``.
+        tool_concurrency: How many tool calls of one model reply run at once (default 8, in every entry point);
+            1 runs them one after the other.
+        tool_threads: The pool blocking tools run on (default: the process's, ``KAGENT_MLFLOW_TOOL_THREADS``).
     """
 
     def __init__(
@@ -68,9 +72,13 @@ class LlamaStackAgent(ResponsesAgent):
         config: ModelConfig | None = None,
         max_steps: int = DEFAULT_MAX_STEPS,
         tool_timeout: float = DEFAULT_TOOL_TIMEOUT,
+        tool_concurrency: int = DEFAULT_TOOL_CONCURRENCY,
+        tool_threads: ToolThreads | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be at least 1")
+        if tool_concurrency < 1:
+            raise ValueError("tool_concurrency must be at least 1")
         self.name = name
         self.instructions = instructions
         self.description = description or instructions or name
@@ -89,6 +97,16 @@ class LlamaStackAgent(ResponsesAgent):
         self.client = ModelClient(self.config)
         self.max_steps = max_steps
         self.tool_timeout = tool_timeout
+        self.tool_concurrency = tool_concurrency
+        self._tool_threads = tool_threads
+
+    @property
+    def tool_threads(self) -> ToolThreads:
+        return self._tool_threads or shared_tool_threads()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable: a private thread pool is not carried over (the copy uses the process's)."""
+        return {**self.__dict__, "_tool_threads": None}
 
     def add_tool(self, t: Tool | Any) -> Tool:
         """Register a tool (or a typed function, converted with :meth:`Tool.from_function`)."""
@@ -98,140 +116,66 @@ class LlamaStackAgent(ResponsesAgent):
         self.tools[t.name] = t
         return t
 
-    def _specs(self) -> list[dict[str, Any]]:
+    def tool_specs(self) -> list[dict[str, Any]]:
+        """The ``tools`` list the model is offered."""
         return [t.spec() for t in self.tools.values()]
-
-    # -- the loop (blocking) ----------------------------------------------------------------------------------
-
-    def _events(self, request: ResponsesAgentRequest, stream: bool) -> Iterator[dict[str, Any]]:
-        turn = Turn(self, request)
-        specs = self._specs()
-        while not turn.finished:
-            if turn.over_limit:
-                for event in final(turn.limit_answer(), stream):
-                    yield event
-                break
-            if stream:
-                reply = None
-                for part in self.client.stream(turn.messages, specs, **turn.overrides):
-                    if isinstance(part, TextDelta):
-                        yield create_text_delta(part.text, part.item_id)
-                    else:
-                        reply = part
-                assert reply is not None
-            else:
-                reply = self.client.complete(turn.messages, specs, **turn.overrides)
-            for item in turn.add_reply(reply):
-                yield done(item)
-            results = []
-            for call in reply.tool_calls:
-                result = self._call_tool(call, turn.usage)
-                results.append(result)
-                yield done(turn.add_tool_result(call, result))
-            if reply.tool_calls and (direct := turn.direct_answer(reply, results)) is not None:
-                for event in final(direct, stream):
-                    yield event
-        _annotate_agent_span(turn)
-        yield {"type": "response.completed", "response": turn.response()}
-
-    def _call_tool(self, call: ToolCallRequest, usage: Usage) -> ToolResult:
-        with mlflow.start_span(name=call.name, span_type=SpanType.TOOL) as span:
-            span.set_inputs(dumps_arguments(call.arguments))
-            token = _CALLER_USAGE.set(usage)
-            try:
-                result = run_tool(self.tools, call.name, call.arguments, self.tool_timeout)
-            finally:
-                _CALLER_USAGE.reset(token)
-            _finish_tool_span(span, result)
-        return result
 
     def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
         """Answer one request (blocking). MLflow wraps this in an AGENT span."""
-        return ResponsesAgentResponse(**_completed(self._events(request, stream=False)))
+        return ResponsesAgentResponse(**_completed(events(self, _as_request(request), stream=False)))
 
     def predict_stream(self, request: ResponsesAgentRequest) -> Iterator[ResponsesAgentStreamEvent]:
         """Stream one answer: ``response.output_text.delta`` events as the model produces text, a
         ``response.output_item.done`` per output item, and a final ``response.completed`` carrying ``usage``."""
-        for event in self._events(request, stream=True):
+        for event in events(self, _as_request(request), stream=True):
             yield ResponsesAgentStreamEvent(**event)
-
-    # -- the loop (async) -------------------------------------------------------------------------------------
-
-    async def _aevents(self, request: ResponsesAgentRequest, stream: bool) -> AsyncIterator[dict[str, Any]]:
-        turn = Turn(self, request)
-        specs = self._specs()
-        while not turn.finished:
-            if turn.over_limit:
-                for event in final(turn.limit_answer(), stream):
-                    yield event
-                break
-            if stream:
-                reply = None
-                async for part in self.client.astream(turn.messages, specs, **turn.overrides):
-                    if isinstance(part, TextDelta):
-                        yield create_text_delta(part.text, part.item_id)
-                    else:
-                        reply = part
-                assert reply is not None
-            else:
-                reply = await self.client.acomplete(turn.messages, specs, **turn.overrides)
-            for item in turn.add_reply(reply):
-                yield done(item)
-            # The calls of one model turn run concurrently here (e.g. two specialists at once); results keep order.
-            results = list(await asyncio.gather(*(self._acall_tool(call, turn.usage) for call in reply.tool_calls)))
-            for call, result in zip(reply.tool_calls, results, strict=True):
-                yield done(turn.add_tool_result(call, result))
-            if reply.tool_calls and (direct := turn.direct_answer(reply, results)) is not None:
-                for event in final(direct, stream):
-                    yield event
-        _annotate_agent_span(turn)
-        yield {"type": "response.completed", "response": turn.response()}
-
-    async def _acall_tool(self, call: ToolCallRequest, usage: Usage) -> ToolResult:
-        with mlflow.start_span(name=call.name, span_type=SpanType.TOOL) as span:
-            span.set_inputs(dumps_arguments(call.arguments))
-            token = _CALLER_USAGE.set(usage)
-            try:
-                result = await arun_tool(self.tools, call.name, call.arguments, self.tool_timeout)
-            finally:
-                _CALLER_USAGE.reset(token)
-            _finish_tool_span(span, result)
-        return result
 
     @mlflow.trace(span_type=SpanType.AGENT)
     async def apredict(self, request: ResponsesAgentRequest | dict[str, Any]) -> ResponsesAgentResponse:
         """Async :meth:`predict` (for the Agent Server's event loop): model calls and tools never block it."""
-        events = [e async for e in self._aevents(_as_request(request), stream=False)]
-        return ResponsesAgentResponse(**_completed(iter(events)))
+        replies = [e async for e in aevents(self, _as_request(request), stream=False)]
+        return ResponsesAgentResponse(**_completed(iter(replies)))
 
     @mlflow.trace(span_type=SpanType.AGENT, output_reducer=responses_agent_output_reducer)
     async def apredict_stream(
         self, request: ResponsesAgentRequest | dict[str, Any]
     ) -> AsyncIterator[ResponsesAgentStreamEvent]:
         """Async :meth:`predict_stream`, same events."""
-        async for event in self._aevents(_as_request(request), stream=True):
+        async for event in aevents(self, _as_request(request), stream=True):
             yield ResponsesAgentStreamEvent(**event)
 
     # -- as a sub-agent -----------------------------------------------------------------------------------------
 
     def run(self, question: str) -> ResponsesAgentResponse:
-        """Answer one question inside the current trace as an AGENT span named after this agent (blocking)."""
+        """Answer one question inside the current trace as an AGENT span named after this agent (blocking).
+
+        Run as a tool of a streaming caller, its text deltas go into the caller's stream as they come."""
+        caller = CALLER.get()
         with mlflow.start_span(name=self.name, span_type=SpanType.AGENT) as span:
             span.set_inputs({"input": question})
-            response = _completed(self._events(_question(question), stream=False))
+            response = None
+            for event in events(self, _question(question), stream=_streams(caller)):
+                response = self._pass_on(event, caller) or response
             span.set_outputs(response)
-        _report_usage(response)
-        return ResponsesAgentResponse(**response)
+        return _answered(caller, response)
 
     async def arun(self, question: str) -> ResponsesAgentResponse:
         """Async :meth:`run`."""
+        caller = CALLER.get()
         with mlflow.start_span(name=self.name, span_type=SpanType.AGENT) as span:
             span.set_inputs({"input": question})
-            events = [e async for e in self._aevents(_question(question), stream=False)]
-            response = _completed(iter(events))
+            response = None
+            async for event in aevents(self, _question(question), stream=_streams(caller)):
+                response = self._pass_on(event, caller) or response
             span.set_outputs(response)
-        _report_usage(response)
-        return ResponsesAgentResponse(**response)
+        return _answered(caller, response)
+
+    def _pass_on(self, event: dict[str, Any], caller: Caller | None) -> dict[str, Any] | None:
+        """Text deltas go on to a streaming caller, tagged with the agent that wrote them; returns the response
+        of the last event."""
+        if event["type"] == DELTA and caller is not None:
+            caller.forward({**event, "agent": event.get("agent", self.name)})
+        return event["response"] if event["type"] == COMPLETED else None
 
     def as_tool(self, name: str | None = None, description: str | None = None, *, return_direct: bool = False) -> Tool:
         """This agent as a tool for a supervisor (agents-as-tools). With ``return_direct`` the specialist's answer
@@ -284,23 +228,18 @@ def _completed(events: Iterator[dict[str, Any]]) -> dict[str, Any]:
     raise RuntimeError("agent loop ended without a response")  # pragma: no cover - the loop always completes
 
 
-def _report_usage(response: dict[str, Any]) -> None:
-    caller = _CALLER_USAGE.get()
+def _streams(caller: Caller | None) -> bool:
+    return caller is not None and caller.emit is not None
+
+
+def _answered(caller: Caller | None, response: dict[str, Any] | None) -> ResponsesAgentResponse:
+    """A sub-agent's response; its tokens count in its caller's usage."""
+    if response is None:  # pragma: no cover - the loop always completes
+        raise RuntimeError("agent loop ended without a response")
     usage = response.get("usage")
     if caller is not None and usage:
-        caller.add(Usage(usage["input_tokens"], usage["output_tokens"], usage["total_tokens"], reported=True))
-
-
-def _finish_tool_span(span: Any, result: ToolResult) -> None:
-    span.set_outputs(result.output)
-    if result.error is not None:
-        span.record_exception(result.error)
-
-
-def _annotate_agent_span(turn: Turn) -> None:
-    span = mlflow.get_current_active_span()
-    if span is not None:
-        span.set_attributes({"agent.name": turn.agent.name, "agent.steps": turn.steps})
+        caller.add_usage(Usage(usage["input_tokens"], usage["output_tokens"], usage["total_tokens"], reported=True))
+    return ResponsesAgentResponse(**response)
 
 
 DEFAULT_INSTRUCTIONS = (

@@ -9,181 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config import ModelConfig
 from .errors import ModelError, ModelProtocolError, ModelTimeoutError, ModelUnreachableError, NoModelError
+from .reply import ModelReply, StreamAccumulator, TextDelta, reply_from_completion
 
 if TYPE_CHECKING:
     import openai
-
-
-@dataclass
-class Usage:
-    """Token counts, summed over model calls. ``reported`` is False until some call reported usage."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-    reported: bool = False
-
-    def add(self, other: Usage | None) -> None:
-        if other is None or not other.reported:
-            return
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.total_tokens += other.total_tokens
-        self.reported = True
-
-    @classmethod
-    def from_openai(cls, usage: Any) -> Usage | None:
-        if usage is None:
-            return None
-        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion = int(getattr(usage, "completion_tokens", 0) or 0)
-        total = int(getattr(usage, "total_tokens", 0) or 0) or prompt + completion
-        return cls(prompt, completion, total, reported=True)
-
-    def for_span(self) -> dict[str, int]:
-        """MLflow's ``mlflow.chat.tokenUsage`` attribute shape."""
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-        }
-
-    def for_response(self) -> dict[str, Any] | None:
-        """The Responses ``usage`` object (MLflow requires both details objects)."""
-        if not self.reported:
-            return None
-        return {
-            "input_tokens": self.input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": self.output_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": self.total_tokens,
-        }
-
-
-@dataclass
-class ToolCallRequest:
-    call_id: str
-    name: str
-    arguments: str
-
-
-@dataclass
-class ModelReply:
-    """One model answer: text and/or tool calls, with its usage."""
-
-    item_id: str
-    text: str = ""
-    tool_calls: list[ToolCallRequest] = field(default_factory=list)
-    usage: Usage | None = None
-    finish_reason: str | None = None
-    model: str = ""
-
-    def as_completion(self) -> dict[str, Any]:
-        """A chat.completion-shaped dict, for the LLM span's outputs."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
-        if self.tool_calls:
-            message["tool_calls"] = [
-                {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in self.tool_calls
-            ]
-        out: dict[str, Any] = {
-            "id": self.item_id,
-            "object": "chat.completion",
-            "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
-        }
-        if self.usage:
-            out["usage"] = {
-                "prompt_tokens": self.usage.input_tokens,
-                "completion_tokens": self.usage.output_tokens,
-                "total_tokens": self.usage.total_tokens,
-            }
-        return out
-
-
-@dataclass
-class TextDelta:
-    item_id: str
-    text: str
-
-
-def _new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def reply_from_completion(completion: Any, model: str) -> ModelReply:
-    if not getattr(completion, "choices", None):
-        raise ValueError("the completion has no choices")
-    choice = completion.choices[0]
-    msg = choice.message
-    calls = [
-        ToolCallRequest(tc.id or _new_call_id(), tc.function.name, tc.function.arguments or "{}")
-        for tc in (msg.tool_calls or [])
-        if getattr(tc, "function", None) is not None
-    ]
-    return ModelReply(
-        item_id=completion.id or f"msg_{uuid.uuid4().hex}",
-        text=msg.content or "",
-        tool_calls=calls,
-        usage=Usage.from_openai(completion.usage),
-        finish_reason=choice.finish_reason,
-        model=completion.model or model,
-    )
-
-
-class StreamAccumulator:
-    """Folds chat.completion.chunk objects into a :class:`ModelReply`, handing back text deltas as they come."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.item_id: str | None = None
-        self.text: list[str] = []
-        self.calls: dict[int, dict[str, str]] = {}
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-
-    def add(self, chunk: Any) -> TextDelta | None:
-        if self.item_id is None and getattr(chunk, "id", None):
-            self.item_id = chunk.id
-        if getattr(chunk, "usage", None):
-            self.usage = Usage.from_openai(chunk.usage)
-        if not chunk.choices:
-            return None
-        choice = chunk.choices[0]
-        if choice.finish_reason:
-            self.finish_reason = choice.finish_reason
-        delta = choice.delta
-        for tc in getattr(delta, "tool_calls", None) or []:
-            slot = self.calls.setdefault(tc.index or 0, {"id": "", "name": "", "arguments": ""})
-            if tc.id:
-                slot["id"] = tc.id
-            if tc.function is not None:
-                slot["name"] += tc.function.name or ""
-                slot["arguments"] += tc.function.arguments or ""
-        if getattr(delta, "content", None):
-            self.text.append(delta.content)
-            return TextDelta(self.ensure_id(), delta.content)
-        return None
-
-    def ensure_id(self) -> str:
-        if self.item_id is None:
-            self.item_id = f"msg_{uuid.uuid4().hex}"
-        return self.item_id
-
-    def result(self) -> ModelReply:
-        calls = [
-            ToolCallRequest(c["id"] or _new_call_id(), c["name"], c["arguments"] or "{}")
-            for _, c in sorted(self.calls.items())
-        ]
-        return ModelReply(self.ensure_id(), "".join(self.text), calls, self.usage, self.finish_reason, self.model)
 
 
 def _translate(exc: Exception, url: str, timeout: float) -> ModelError:
@@ -298,65 +132,82 @@ class ModelClient:
         return params
 
     def complete(self, messages: list[dict], tools: list[dict], **overrides: Any) -> ModelReply:
-        params = self._params(self.model(), messages, tools, overrides)
-        span = _start_llm_span(params)
+        call = _Call(self, self._params(self.model(), messages, tools, overrides))
         try:
-            reply = reply_from_completion(self.sync.chat.completions.create(**params), params["model"])
+            completion = self.sync.chat.completions.create(**call.params)
         except Exception as exc:
-            raise _fail(span, _translate(exc, self.config.base_url, self.config.timeout)) from exc
-        _end_llm_span(span, reply)
-        return reply
+            raise call.failed(exc) from exc
+        return call.finish(completion)
 
     async def acomplete(self, messages: list[dict], tools: list[dict], **overrides: Any) -> ModelReply:
-        params = self._params(await self.amodel(), messages, tools, overrides)
-        span = _start_llm_span(params)
+        call = _Call(self, self._params(await self.amodel(), messages, tools, overrides))
         try:
-            reply = reply_from_completion(await self.aio.chat.completions.create(**params), params["model"])
+            completion = await self.aio.chat.completions.create(**call.params)
         except Exception as exc:
-            raise _fail(span, _translate(exc, self.config.base_url, self.config.timeout)) from exc
-        _end_llm_span(span, reply)
-        return reply
+            raise call.failed(exc) from exc
+        return call.finish(completion)
 
     def stream(self, messages: list[dict], tools: list[dict], **overrides: Any) -> Iterator[TextDelta | ModelReply]:
         """Text deltas as they arrive, then the whole :class:`ModelReply` as the last item."""
-        params = self._params(self.model(), messages, tools, overrides)
-        params.update(stream=True, stream_options={"include_usage": True})
-        span = _start_llm_span(params)
-        acc = StreamAccumulator(params["model"])
+        call = _Call(self, self._params(self.model(), messages, tools, overrides), stream=True)
         try:
-            for chunk in self.sync.chat.completions.create(**params):
-                delta = acc.add(chunk)
-                if delta is not None:
+            for chunk in self.sync.chat.completions.create(**call.params):
+                if (delta := call.feed(chunk)) is not None:
                     yield delta
         except Exception as exc:
-            raise _fail(span, _translate(exc, self.config.base_url, self.config.timeout)) from exc
-        except GeneratorExit:
-            _fail(span, ModelProtocolError(self.config.base_url, "the caller stopped reading the stream"))
+            raise call.failed(exc) from exc
+        except BaseException:  # the caller stopped reading (GeneratorExit) or was interrupted
+            call.abandoned()
             raise
-        reply = acc.result()
-        _end_llm_span(span, reply)
-        yield reply
+        yield call.finish()
 
     async def astream(
         self, messages: list[dict], tools: list[dict], **overrides: Any
     ) -> AsyncIterator[TextDelta | ModelReply]:
-        params = self._params(await self.amodel(), messages, tools, overrides)
-        params.update(stream=True, stream_options={"include_usage": True})
-        span = _start_llm_span(params)
-        acc = StreamAccumulator(params["model"])
+        """Async :meth:`stream`: the same parser, fed by the async client's chunks."""
+        call = _Call(self, self._params(await self.amodel(), messages, tools, overrides), stream=True)
         try:
-            async for chunk in await self.aio.chat.completions.create(**params):
-                delta = acc.add(chunk)
-                if delta is not None:
+            async for chunk in await self.aio.chat.completions.create(**call.params):
+                if (delta := call.feed(chunk)) is not None:
                     yield delta
         except Exception as exc:
-            raise _fail(span, _translate(exc, self.config.base_url, self.config.timeout)) from exc
-        except GeneratorExit:
-            _fail(span, ModelProtocolError(self.config.base_url, "the caller stopped reading the stream"))
+            raise call.failed(exc) from exc
+        except BaseException:  # GeneratorExit, or CancelledError when a request deadline cancels the task
+            call.abandoned()
             raise
-        reply = acc.result()
-        _end_llm_span(span, reply)
-        yield reply
+        yield call.finish()
+
+
+class _Call:
+    """The I/O-free part of one model call, shared by the four ways of making it: its LLM span, the parser of
+    streamed chunks, and error translation. The callers only differ in ``for`` / ``async for``."""
+
+    def __init__(self, client: ModelClient, params: dict[str, Any], stream: bool = False) -> None:
+        if stream:
+            params.update(stream=True, stream_options={"include_usage": True})
+        self.params = params
+        self.url = client.config.base_url
+        self.timeout = client.config.timeout
+        self.span = _start_llm_span(params)
+        self.acc = StreamAccumulator(params["model"])
+
+    def feed(self, chunk: Any) -> TextDelta | None:
+        return self.acc.add(chunk)
+
+    def failed(self, exc: Exception) -> ModelError:
+        return _fail(self.span, _translate(exc, self.url, self.timeout))
+
+    def abandoned(self) -> None:
+        _fail(self.span, ModelProtocolError(self.url, "the caller stopped reading the stream"))
+
+    def finish(self, completion: Any = None) -> ModelReply:
+        """The reply (from a whole completion, or from the chunks fed so far); ends the span."""
+        try:
+            reply = self.acc.result() if completion is None else reply_from_completion(completion, self.params["model"])
+        except Exception as exc:
+            raise self.failed(exc) from exc
+        _end_llm_span(self.span, reply)
+        return reply
 
 
 # -- spans ------------------------------------------------------------------------------------------------------
@@ -365,22 +216,24 @@ class ModelClient:
 def _start_llm_span(params: dict[str, Any]) -> Any:
     import mlflow
     from mlflow.entities import SpanType
-    from mlflow.tracing.constant import SpanAttributeKey
 
+    from .._mlflow_compat import span_attribute_keys
+
+    keys = span_attribute_keys()
     inputs = {k: v for k, v in params.items() if k != "stream_options"}
     return mlflow.start_span_no_context(
         name="chat.completions",
         span_type=SpanType.LLM,
         parent_span=mlflow.get_current_active_span(),
         inputs=inputs,
-        attributes={SpanAttributeKey.MODEL: params["model"], SpanAttributeKey.MESSAGE_FORMAT: "openai"},
+        attributes={keys.MODEL: params["model"], keys.MESSAGE_FORMAT: "openai"},
     )
 
 
 def _end_llm_span(span: Any, reply: ModelReply) -> None:
-    from mlflow.tracing.constant import SpanAttributeKey
+    from .._mlflow_compat import span_attribute_keys
 
-    attributes = {SpanAttributeKey.CHAT_USAGE: reply.usage.for_span()} if reply.usage else None
+    attributes = {span_attribute_keys().CHAT_USAGE: reply.usage.for_span()} if reply.usage else None
     span.end(outputs=reply.as_completion(), attributes=attributes)
 
 

@@ -1,17 +1,17 @@
 """Tools: typed Python functions the model may call, with a JSON schema derived from signature and docstring.
 
 Execution never raises into the agent loop: a tool that raises, gets bad arguments, is unknown or hangs past its
-timeout produces an ``"Error: ..."`` text that goes back to the model as the call's output.
+timeout produces an ``"Error: ..."`` text that goes back to the model as the call's output. This module prepares a
+call and words its outcome; :mod:`.toolrun` runs it (blocking tools on the bounded pool of :mod:`.threads`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import functools
 import inspect
 import json
 import re
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
@@ -206,76 +206,42 @@ def _lookup(tools: Mapping[str, Tool], name: str, arguments: str) -> tuple[Tool,
         return _error(f"tool {name!r}: {exc}")
 
 
-def run_tool(tools: Mapping[str, Tool], name: str, arguments: str, default_timeout: float) -> ToolResult:
-    """Execute one call in a daemon thread (so a hung tool cannot block the process) and wait at most the timeout."""
+@dataclass
+class PreparedCall:
+    """A call ready to run: the tool, its validated arguments and its timeout."""
+
+    tool: Tool
+    kwargs: dict[str, Any]
+    timeout: float
+
+    @property
+    def label(self) -> str:
+        return f"tool {self.tool.name!r}"
+
+    def blocking(self) -> Callable[[], Any]:
+        """What a thread runs for this call (an ``async def`` tool gets an event loop of its own there)."""
+        if self.tool.func is not None:
+            return functools.partial(self.tool.func, **self.kwargs)
+        afunc = self.tool.afunc
+        assert afunc is not None
+        return lambda: asyncio.run(afunc(**self.kwargs))
+
+    def returned(self, value: Any) -> ToolResult:
+        return ToolResult(render_output(value))
+
+    def raised(self, exc: BaseException) -> ToolResult:
+        return _error(f"{self.label} raised {_describe(exc)}")
+
+    def timed_out(self) -> ToolResult:
+        return _error(f"{self.label} timed out after {self.timeout:g} s")
+
+
+def prepare_call(
+    tools: Mapping[str, Tool], name: str, arguments: str, default_timeout: float
+) -> PreparedCall | ToolResult:
+    """The call ready to run, or the error the model gets instead (unknown tool, invalid arguments)."""
     looked = _lookup(tools, name, arguments)
     if isinstance(looked, ToolResult):
         return looked
     found, kwargs = looked
-    timeout = found.timeout or default_timeout
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            if found.func is not None:
-                box["value"] = found.func(**kwargs)
-            else:
-                assert found.afunc is not None
-                box["value"] = asyncio.run(found.afunc(**kwargs))
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the model
-            box["exc"] = exc
-        finally:
-            done.set()
-
-    ctx = contextvars.copy_context()  # keeps the active trace span, so sub-agent spans nest under this tool
-    threading.Thread(target=ctx.run, args=(target,), name=f"tool-{name}", daemon=True).start()
-    if not done.wait(timeout):
-        return _error(f"tool {name!r} timed out after {timeout:g} s")
-    if "exc" in box:
-        return _error(f"tool {name!r} raised {_describe(box['exc'])}")
-    return ToolResult(render_output(box.get("value")))
-
-
-async def arun_tool(tools: Mapping[str, Tool], name: str, arguments: str, default_timeout: float) -> ToolResult:
-    """Async twin of :func:`run_tool`: awaits ``afunc``; a blocking ``func`` runs in a daemon thread."""
-    looked = _lookup(tools, name, arguments)
-    if isinstance(looked, ToolResult):
-        return looked
-    found, kwargs = looked
-    timeout = found.timeout or default_timeout
-    try:
-        if found.afunc is not None:
-            value = await asyncio.wait_for(found.afunc(**kwargs), timeout)
-        else:
-            value = await asyncio.wait_for(_in_daemon_thread(found.func, kwargs), timeout)  # type: ignore[arg-type]
-    except asyncio.TimeoutError:
-        return _error(f"tool {name!r} timed out after {timeout:g} s")
-    except Exception as exc:  # noqa: BLE001
-        return _error(f"tool {name!r} raised {_describe(exc)}")
-    return ToolResult(render_output(value))
-
-
-def _in_daemon_thread(func: Callable[..., Any], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
-    """Run a blocking function in a daemon thread; unlike ``asyncio.to_thread`` a hung call never blocks exit."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def deliver(setter: Callable[[Any], None], value: Any) -> None:
-        if not future.done():  # the caller may have given up (timeout) already
-            setter(value)
-
-    def target() -> None:
-        try:
-            value = func(**kwargs)
-            outcome = (future.set_result, value)
-        except BaseException as exc:  # noqa: BLE001
-            outcome = (future.set_exception, exc)
-        try:
-            loop.call_soon_threadsafe(deliver, *outcome)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
-
-    ctx = contextvars.copy_context()
-    threading.Thread(target=ctx.run, args=(target,), daemon=True).start()
-    return future
+    return PreparedCall(found, kwargs, found.timeout or default_timeout)

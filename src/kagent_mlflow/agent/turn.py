@@ -15,7 +15,7 @@ from mlflow.types.responses import (
 )
 
 from .history import to_chat_messages
-from .llm import ModelReply, ToolCallRequest, Usage
+from .reply import ModelReply, ToolCallRequest, Usage
 from .tools import ToolResult
 
 if TYPE_CHECKING:
