@@ -19,8 +19,10 @@ Public entry points (everything else in this package is private)::
     async for event in agent.apredict_stream({...}): ...                                # streaming (async)
 
 ``predict``/``predict_stream`` are blocking (MLflow wraps them in an AGENT span); ``apredict``/``apredict_stream``
-are their non-blocking twins for an event loop (the Agent Server). All four accept a ``ResponsesAgentRequest`` or
-the equivalent dict. Streams end with a ``response.completed`` event whose ``response`` carries ``usage``.
+are the same for an event loop (the Agent Server): one loop core without I/O (:mod:`.loop`) and two short drivers
+(:mod:`.drive`), so both give the same events and run a reply's tool calls with the same ``tool_concurrency``.
+All four accept a ``ResponsesAgentRequest`` or the equivalent dict. Streams end with a ``response.completed`` event
+whose ``response`` carries ``usage``.
 
 Model settings come from the constructor or the environment (:class:`ModelConfig`): ``LLAMA_STACK_BASE_URL``
 (server root or ``.../v1``; ``LLAMA_STACK_CLIENT_BASE_URL`` also honoured), ``LLAMA_STACK_MODEL`` (default: the first
@@ -33,15 +35,17 @@ Multi-agent: ``specialist.as_tool()`` turns an agent into a tool of a supervisor
 :func:`supervisor` builds one. Sub-agent spans nest inside the caller's trace and their tokens count in its usage.
 """
 
-from .agent import DEFAULT_MAX_STEPS, LlamaStackAgent, default_agent, final_text
+from .agent import DEFAULT_MAX_STEPS, DEFAULT_TOOL_CONCURRENCY, LlamaStackAgent, default_agent, final_text
 from .config import ModelConfig
 from .errors import ModelError, ModelProtocolError, ModelTimeoutError, ModelUnreachableError, NoModelError
 from .multi import supervisor
 from .reply import Usage
+from .threads import ToolThreads
 from .tools import DEFAULT_TOOL_TIMEOUT, Tool, tool
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
+    "DEFAULT_TOOL_CONCURRENCY",
     "DEFAULT_TOOL_TIMEOUT",
     "LlamaStackAgent",
     "ModelConfig",
@@ -51,6 +55,7 @@ __all__ = [
     "ModelUnreachableError",
     "NoModelError",
     "Tool",
+    "ToolThreads",
     "Usage",
     "default_agent",
     "final_text",
