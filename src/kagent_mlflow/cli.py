@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .config import DEFAULT_QUESTION, check_question, without_credentials
+from .config import DEFAULT_QUESTION, LOCAL_UI_HOST, LOCAL_UI_PORT, check_question, without_credentials
 from .errors import AgentError, KagentMlflowError
 from .text import printable, printable_data
 
@@ -116,7 +116,7 @@ def ask(
         if as_json:
             report(result, logger, as_json)
         else:
-            report_logging(result)
+            report_logging(result, logger.settings.is_embedded)
         if outcome == "rejected":
             raise fail(f"answer not logged: {result['logging_error']}", EXIT_NOT_LOGGED)
         if outcome == "lost":
@@ -181,7 +181,7 @@ def report(result: dict[str, Any], logger: Any, as_json: bool) -> None:
         typer.echo(json.dumps(printable_data(payload), ensure_ascii=False))
         return
     report_answer(result)
-    report_logging(result)
+    report_logging(result, logger.settings.is_embedded)
 
 
 def report_answer(result: dict[str, Any]) -> None:
@@ -191,9 +191,10 @@ def report_answer(result: dict[str, Any]) -> None:
         typer.echo(f"Latency: {result['latency_ms']:.0f} ms")
 
 
-def report_logging(result: dict[str, Any]) -> None:
+def report_logging(result: dict[str, Any], embedded: bool = False) -> None:
     if result.get("run_url"):
-        typer.echo(f"Run: {result['run_url']}")
+        # A local-store link points where `kagent-mlflow ui` serves by default: nothing answers there until it runs.
+        typer.echo(f"Run: {result['run_url']}" + ("  (open it with: kagent-mlflow ui)" if embedded else ""))
     elif result.get("run_id"):
         typer.echo(f"Run: {result['run_id']} (view it with: kagent-mlflow ui)")
     error = result.get("logging_error")
@@ -372,8 +373,8 @@ def ui_command(
         str | None,
         typer.Option(help="Store to browse (default: the local store, or MLFLOW_TRACKING_URI when it is a database)."),
     ] = None,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 = any free port.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = LOCAL_UI_HOST,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 = any free port.")] = LOCAL_UI_PORT,
 ) -> None:
     """Start the MLflow UI on the local store (where `ask` logs without a tracking server) and print its address."""
     from .config import Settings

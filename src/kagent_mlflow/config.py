@@ -18,6 +18,7 @@ DEFAULT_A2A_URL = "http://localhost:8083/api/a2a/kagent/rh-analyze-simple/"
 DEFAULT_EXPERIMENT = "rh-analyze-mvp"
 DEFAULT_QUESTION = "In one sentence, what is OpenShift?"
 APP_NAME = "kagent-mlflow"
+LOCAL_UI_HOST, LOCAL_UI_PORT = "127.0.0.1", 5000  # where `kagent-mlflow ui` serves by default (MLflow's own)
 
 _TRACKING_SCHEMES = {"http", "https", "file", "sqlite", "postgresql", "mysql", "databricks"}
 

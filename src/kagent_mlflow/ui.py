@@ -21,8 +21,6 @@ from pathlib import Path
 from .config import Settings, without_credentials
 from .errors import ConfigError, KagentMlflowError
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5000  # MLflow's own default; local-store run links printed by `ask` point here
 START_TIMEOUT = 180.0
 
 

@@ -67,9 +67,13 @@ def test_local_store_is_announced_once_then_browsable_with_ui(a2a_agent: A2AAgen
     assert run is not None and run.status == "FINISHED"
     assert run.artifact_uri.startswith((home / "artifacts").as_uri())
 
-    second = ask(home, a2a_agent, "And now?")
+    second = run_cli(["ask", "And now?", "--a2a-url", a2a_agent.url, "--experiment", "embedded-ui"], clean_env(home))
     assert second.returncode == 0, second.stderr
     assert "Logging to the local MLflow store" not in second.stderr  # only on first use
+    # The run link points where `kagent-mlflow ui` serves by default, and says how to open it.
+    run_line = next(line for line in second.stdout.splitlines() if line.startswith("Run: "))
+    link, hint = run_line.removeprefix("Run: ").split(maxsplit=1)
+    assert link.startswith("http://127.0.0.1:5000/#/experiments/") and hint == "(open it with: kagent-mlflow ui)"
 
     ui = start_ui(home)
     try:
@@ -83,6 +87,9 @@ def test_local_store_is_announced_once_then_browsable_with_ui(a2a_agent: A2AAgen
         )
         assert artifact.status_code == 200
         assert artifact.text == answer_for(question)
+        _, experiment_id, _, run_id = link.split("#/", 1)[1].split("/")
+        linked = httpx.get(f"{url}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=30).json()
+        assert linked["run"]["info"]["experiment_id"] == experiment_id
     finally:
         ui.send_signal(signal.SIGINT)  # Ctrl+C
         code = ui.wait(60)

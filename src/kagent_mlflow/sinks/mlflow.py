@@ -50,7 +50,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
-from ..config import Settings
+from ..config import LOCAL_UI_HOST, LOCAL_UI_PORT, Settings
 from ..errors import DeliveryError
 from ..records import Interaction
 from ..text import printable_data
@@ -204,8 +204,9 @@ class MlflowSink:
             return self._ref(experiment_id, run_id)
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        """The MLflow UI link of a run. For a local store: the UI of ``mlflow ui --backend-store-uri <uri>``."""
-        base = self.tracking_uri if self.tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        """The MLflow UI link of a run. For a local store: where ``kagent-mlflow ui`` serves it by default."""
+        local_ui = f"http://{LOCAL_UI_HOST}:{LOCAL_UI_PORT}"
+        base = self.tracking_uri if self.tracking_uri.startswith(("http://", "https://")) else local_ui
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def close(self) -> None:
