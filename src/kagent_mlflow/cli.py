@@ -348,6 +348,18 @@ def serve_command(
         str | None, typer.Option(help="MLflow experiment for traces (env MLFLOW_EXPERIMENT_NAME).")
     ] = None,
     tracing: Annotated[bool, typer.Option(help="Record an MLflow trace per request.")] = True,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Largest body; past it 413 (default 4 MiB; env KAGENT_MLFLOW_MAX_BODY_BYTES)."),
+    ] = None,
+    max_json_depth: Annotated[
+        int | None,
+        typer.Option(min=1, help="Deepest JSON nesting; past it 400 (default 64; env KAGENT_MLFLOW_MAX_JSON_DEPTH)."),
+    ] = None,
+    max_input_items: Annotated[
+        int | None,
+        typer.Option(min=1, help="Most `input` items; past it 413 (default 10000; env KAGENT_MLFLOW_MAX_INPUT_ITEMS)."),
+    ] = None,
 ) -> None:
     """Serve the Pattern 2 agent with MLflow Agent Server: POST /invocations, /responses (streaming), GET /health."""
     from .serve.config import ServeConfig
@@ -361,6 +373,9 @@ def serve_command(
             tracking_uri=tracking_uri,
             experiment_name=experiment,
             tracing=None if tracing else False,
+            max_body_bytes=max_body_bytes,
+            max_json_depth=max_json_depth,
+            max_input_items=max_input_items,
         )
         run(config)
     except KagentMlflowError as err:

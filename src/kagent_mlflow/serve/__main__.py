@@ -27,6 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--blocking", action="store_true", help="register the sync predict directly (benchmark baseline only)"
     )
     parser.add_argument("--log-level", help="uvicorn log level (default info)")
+    parser.add_argument(
+        "--max-body-bytes", type=int, help="largest body, else 413 (default 4 MiB; env KAGENT_MLFLOW_MAX_BODY_BYTES)"
+    )
+    parser.add_argument(
+        "--max-json-depth", type=int, help="deepest nesting, else 400 (default 64; env KAGENT_MLFLOW_MAX_JSON_DEPTH)"
+    )
+    parser.add_argument(
+        "--max-input-items",
+        type=int,
+        help="most input items, else 413 (default 10000; env KAGENT_MLFLOW_MAX_INPUT_ITEMS)",
+    )
     return parser
 
 
@@ -41,6 +52,9 @@ def config_from_args(argv: list[str] | None = None) -> ServeConfig:
         tracing=False if args.no_tracing else None,
         blocking=True if args.blocking else None,
         log_level=args.log_level,
+        max_body_bytes=args.max_body_bytes,
+        max_json_depth=args.max_json_depth,
+        max_input_items=args.max_input_items,
     )
 
 

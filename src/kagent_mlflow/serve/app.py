@@ -1,7 +1,8 @@
-"""Build the ASGI app: MLflow's ``AgentServer("ResponsesAgent")`` around our agent, with clear errors.
+"""Build the ASGI app: MLflow Agent Server's routes around our agent, with checked input and clear errors.
 
-Routes (from MLflow): ``POST /invocations`` and ``POST /responses`` (OpenAI Responses format; ``"stream": true``
-for server-sent events), ``GET /health``, ``GET /agent/info``.
+Routes (MLflow Agent Server's interface): ``POST /invocations`` and ``POST /responses`` (OpenAI Responses format;
+``"stream": true`` for server-sent events; see :mod:`.routes`), ``GET /health``, ``GET /agent/info``, and the
+OpenAPI schema at ``GET /openapi.json`` (``/docs`` renders it).
 
 For uvicorn: ``uvicorn --factory kagent_mlflow.serve.app:create_app`` or ``uvicorn kagent_mlflow.serve.asgi:app``.
 """
@@ -15,10 +16,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .. import __version__
 from ..errors import ConfigError
+from . import openapi
 from .config import ServeConfig
-from .handlers import DropReported, async_handlers, blocking_handlers
+from .handlers import async_handlers, blocking_handlers
 from .middleware import ErrorMiddleware
+from .routes import add_agent_routes
 from .tracing import configure_tracing, flush_traces, safe_uri
 
 logger = logging.getLogger("kagent_mlflow.serve")
@@ -26,8 +30,8 @@ logger = logging.getLogger("kagent_mlflow.serve")
 
 def create_app(agent: Any = None, config: ServeConfig | None = None) -> Any:
     """The FastAPI app serving ``agent`` (default: ``config.agent``, else the built-in Llama Stack agent)."""
-    from mlflow.genai.agent_server import AgentServer
-    from mlflow.genai.agent_server import server as agent_server_module
+    import mlflow
+    from fastapi import FastAPI
 
     config = config or ServeConfig.from_env()
     if agent is None:
@@ -38,22 +42,21 @@ def create_app(agent: Any = None, config: ServeConfig | None = None) -> Any:
     else:
         invoke, stream = async_handlers(agent, config.request_timeout)
 
-    # MLflow keeps the registered functions in module globals and refuses a second registration; one app per
-    # process is the normal case, but tests and benchmarks build several, so clear them first.
-    agent_server_module._invoke_function = None
-    agent_server_module._stream_function = None
-    agent_server_module.invoke()(invoke)
-    agent_server_module.stream()(stream)
+    app = FastAPI(title="kagent-mlflow Agent Server", version=__version__, lifespan=_lifespan)
+    add_agent_routes(app, invoke, stream, config.limits)
+    info = {"name": getattr(agent, "name", None) or type(agent).__name__, "use_case": "agent"}
+    info |= {"mlflow_version": mlflow.__version__, "agent_api": "responses"}
 
-    mlflow_logger = logging.getLogger(agent_server_module.__name__)
-    if not any(isinstance(f, DropReported) for f in mlflow_logger.filters):
-        mlflow_logger.addFilter(DropReported())
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "healthy"}
 
-    server = AgentServer("ResponsesAgent")
-    app = server.app
-    app.title = "kagent-mlflow Agent Server"
+    @app.get("/agent/info")
+    async def agent_info() -> dict[str, str]:
+        return info
+
+    openapi.install(app)
     app.add_middleware(ErrorMiddleware)
-    app.router.lifespan_context = _lifespan
     app.state.agent = agent
     app.state.config = config
     mode = "blocking" if config.blocking else "async"

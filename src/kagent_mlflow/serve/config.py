@@ -17,6 +17,15 @@ DEFAULT_PORT = 8000
 DEFAULT_REQUEST_TIMEOUT = 300.0
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold; past them the caller gets a 4xx and the agent is never called."""
+
+    max_body_bytes: int = 4 * 1024 * 1024  # 4 MiB: ~150,000 short messages, far past any model's context
+    max_json_depth: int = 64  # Responses requests nest ~6 levels; tool schemas a few more
+    max_input_items: int = 10_000
+
+
 def _env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -26,6 +35,23 @@ def _env_bool(name: str, default: bool) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a whole number") from None
+    return _positive(name, number)
+
+
+def _positive(name: str, number: int) -> int:
+    if number <= 0:
+        raise ConfigError(f"{name} must be > 0, got {number}")
+    return number
 
 
 def _env_float(name: str, default: float) -> float:
@@ -57,6 +83,13 @@ class ServeConfig:
     # Upper bound on one request; past it the client gets 504 instead of waiting forever.
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     log_level: str = "info"
+    max_body_bytes: int = Limits.max_body_bytes
+    max_json_depth: int = Limits.max_json_depth
+    max_input_items: int = Limits.max_input_items
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_body_bytes, self.max_json_depth, self.max_input_items)
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServeConfig:
@@ -72,6 +105,9 @@ class ServeConfig:
             "blocking": _env_bool("KAGENT_MLFLOW_SERVE_BLOCKING", False),
             "request_timeout": _env_float("KAGENT_MLFLOW_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT),
             "log_level": os.environ.get("KAGENT_MLFLOW_LOG_LEVEL") or "info",
+            "max_body_bytes": _env_int("KAGENT_MLFLOW_MAX_BODY_BYTES", Limits.max_body_bytes),
+            "max_json_depth": _env_int("KAGENT_MLFLOW_MAX_JSON_DEPTH", Limits.max_json_depth),
+            "max_input_items": _env_int("KAGENT_MLFLOW_MAX_INPUT_ITEMS", Limits.max_input_items),
         }
         config = cls(**values)  # type: ignore[arg-type]
         return config.with_overrides(**overrides)
@@ -80,6 +116,9 @@ class ServeConfig:
         given = {k: v for k, v in overrides.items() if v is not None}
         if "port" in given:
             given["port"] = _port(given["port"])
+        for name in ("max_body_bytes", "max_json_depth", "max_input_items"):
+            if name in given:
+                given[name] = _positive(f"--{name.replace('_', '-')}", int(given[name]))  # type: ignore[call-overload]
         return replace(self, **given)  # type: ignore[arg-type]
 
 

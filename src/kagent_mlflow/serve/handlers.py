@@ -1,11 +1,13 @@
-"""The functions registered with MLflow's Agent Server: the agent's predict/stream, made non-blocking.
+"""The agent's predict/stream as the routes call them (:mod:`.routes`), made non-blocking.
 
-MLflow's Agent Server calls a plain (non-async) invoke function directly on the event loop, so a blocking
-``predict`` serialises every request. :func:`async_handlers` registers coroutines instead: the agent's own
-``apredict``/``apredict_stream`` when it has them, otherwise its sync methods run on a worker thread (one thread per
-stream, so the generator's tracing context stays in one place). :func:`blocking_handlers` registers the sync methods
-directly - the naive way, kept only so the benchmark can measure the difference in the same run.
-Both record failures for :mod:`.middleware` and re-raise them with a one-line message.
+Calling a blocking ``predict`` on the event loop (as MLflow's Agent Server does with a plain function) serialises
+every request. :func:`async_handlers` uses the agent's own ``apredict``/``apredict_stream`` when it has them,
+otherwise its sync methods run on a worker thread (one thread per stream, so the generator's tracing context stays in
+one place). A request the routes mark ``offload`` (a big one) also runs the sync methods on a worker thread: turning
+thousands of messages into a model request (ours and the OpenAI SDK's conversion) is CPU work that would hold the
+loop. :func:`blocking_handlers` calls the sync methods on the loop - the naive way, kept only so the benchmark can
+measure the difference in the same run. Both record failures for :mod:`.middleware` and re-raise them as
+:class:`AgentFailure` with a one-line message.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from .errors import RequestTimeoutError, classify
+from .errors import RequestTimeoutError, ServeError, classify
 from .middleware import record_failure
 
 _DONE = object()
@@ -25,7 +27,11 @@ logger = logging.getLogger("kagent_mlflow.serve")
 
 
 class AgentFailure(Exception):
-    """Raised to MLflow's server in place of the agent's exception; its text is the classified message."""
+    """Raised in place of the agent's exception; ``error`` is the classified answer, its text the message."""
+
+    def __init__(self, error: ServeError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _fail(exc: BaseException) -> AgentFailure:
@@ -36,14 +42,7 @@ def _fail(exc: BaseException) -> AgentFailure:
         logger.error("request failed: %s", error.message, exc_info=exc)
     else:
         logger.warning("request failed (%s %s): %s", error.status, error.kind, error.message)
-    return AgentFailure(error.message)
-
-
-class DropReported(logging.Filter):
-    """For MLflow's Agent Server logger: drop its traceback of a failure :func:`_fail` has already logged."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], AgentFailure))
+    return AgentFailure(error)
 
 
 def async_handlers(agent: Any, request_timeout: float) -> tuple[Callable, Callable]:
@@ -51,23 +50,26 @@ def async_handlers(agent: Any, request_timeout: float) -> tuple[Callable, Callab
     apredict = getattr(agent, "apredict", None)
     apredict_stream = getattr(agent, "apredict_stream", None)
 
-    async def call(request: Any) -> Any:
-        if apredict is not None:
+    async def call(request: Any, offload: bool) -> Any:
+        if apredict is not None and not offload:
             return await apredict(request)
         return await asyncio.to_thread(agent.predict, request)
 
-    async def invoke(request: Any) -> Any:
+    async def invoke(request: Any, offload: bool = False) -> Any:
         annotate_trace(request)
         try:
-            return await asyncio.wait_for(call(request), request_timeout)
+            return await asyncio.wait_for(call(request, offload), request_timeout)
         except asyncio.TimeoutError as exc:
             raise _fail(RequestTimeoutError(f"no answer within {request_timeout:g}s")) from exc
         except Exception as exc:
             raise _fail(exc) from exc
 
-    async def stream(request: Any) -> AsyncIterator[Any]:
+    async def stream(request: Any, offload: bool = False) -> AsyncIterator[Any]:
         annotate_trace(request)
-        events = apredict_stream(request) if apredict_stream is not None else _in_thread(agent.predict_stream, request)
+        if apredict_stream is not None and not offload:
+            events = apredict_stream(request)
+        else:
+            events = _in_thread(agent.predict_stream, request)
         try:
             async for event in events:
                 yield event
@@ -79,19 +81,21 @@ def async_handlers(agent: Any, request_timeout: float) -> tuple[Callable, Callab
 
 
 def blocking_handlers(agent: Any) -> tuple[Callable, Callable]:
-    """``(invoke, stream)`` calling the agent's synchronous methods on the event loop (benchmark baseline)."""
+    """``(invoke, stream)`` calling the agent's synchronous methods on the event loop (benchmark baseline; it
+    ignores ``offload``)."""
 
-    def invoke(request: Any) -> Any:
+    async def invoke(request: Any, offload: bool = False) -> Any:
         annotate_trace(request)
         try:
             return agent.predict(request)
         except Exception as exc:
             raise _fail(exc) from exc
 
-    def stream(request: Any) -> Iterator[Any]:
+    async def stream(request: Any, offload: bool = False) -> AsyncIterator[Any]:
         annotate_trace(request)
         try:
-            yield from agent.predict_stream(request)
+            for event in agent.predict_stream(request):
+                yield event
         except Exception as exc:
             raise _fail(exc) from exc
 

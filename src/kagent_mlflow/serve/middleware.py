@@ -1,8 +1,7 @@
-"""ASGI middleware in front of MLflow's Agent Server routes: reject bad bodies early, rewrite errors clearly.
+"""ASGI middleware in front of the agent routes: every error answer gets one JSON shape.
 
-- ``POST /invocations`` and ``/responses`` whose body is not JSON, or not a JSON object, get a 400 naming the
-  problem (MLflow's own handler would crash on a JSON list with a bare 500). A string ``input`` (the OpenAI
-  shorthand) becomes one user message.
+(Bodies are checked by the routes themselves, see :mod:`.request`.)
+
 - When the agent failed (the invoke/stream wrappers record a :class:`ServeError` in :data:`FAILURE`) and no byte of
   the answer has left yet, the response becomes that error's status (502/504/500) and JSON body. This also covers a
   stream that fails before its first event: the client gets a 502/504, not a ``200`` with an error event.
@@ -42,26 +41,10 @@ class ErrorMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") not in AGENT_PATHS:
             await self.app(scope, receive, send)
             return
-        body, more = await _read_body(receive)
-        problem = _body_problem(body)
-        if problem is not None:
-            await _send_json(send, ServeError(400, "invalid_request_error", problem))
-            return
-        body = _normalise(body)
-
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await more()
-
         holder: dict[str, ServeError] = {}
         token = FAILURE.set(holder)
         try:
-            await self.app(scope, replay, _RewritingSend(send, holder))
+            await self.app(scope, receive, _RewritingSend(send, holder))
         finally:
             FAILURE.reset(token)
 
@@ -100,52 +83,30 @@ class _RewritingSend:
         self.buffer += message.get("body", b"")
         if not message.get("more_body", False):
             self.mode = "done"
+            body = bytes(self.buffer)
+            if self.start is not None and _shaped(body):  # the routes' own error answers: keep them as they are
+                await self.send(self.start)
+                await self.send({"type": "http.response.body", "body": body, "more_body": False})
+                return
             status = self.start["status"] if self.start else 500
-            await _send_json(self.send, ServeError(status, _kind(status), _detail(bytes(self.buffer))))
+            await _send_json(self.send, ServeError(status, _kind(status), _detail(body)))
 
 
-async def _read_body(receive: Any) -> tuple[bytes, Any]:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks), receive
-
-
-def _body_problem(body: bytes) -> str | None:
-    if not body.strip():
-        return 'request body is empty; send a JSON object like {"input": [{"role": "user", "content": "Hi"}]}'
+def _shaped(body: bytes) -> bool:
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return f"request body is not valid JSON: {exc}"
-    if not isinstance(data, dict):
-        return (
-            f"request body must be a JSON object with an 'input' list, got a JSON {type(data).__name__}; "
-            'send {"input": [{"role": "user", "content": "Hi"}]}'
-        )
-    return None
-
-
-def _normalise(body: bytes) -> bytes:
-    """Accept the OpenAI shorthand ``"input": "text"`` (what ``client.responses.create(input="...")`` sends) as
-    one user message; MLflow's request model only takes a list."""
-    data = json.loads(body)
-    if isinstance(data.get("input"), str):
-        data["input"] = [{"role": "user", "content": data["input"]}]
-        return json.dumps(data).encode()
-    return body
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("error"), dict) and "detail" in data
 
 
 def _kind(status: int) -> str:
-    if status == 400 or status == 422:
-        return "invalid_request_error"
     if status == 404:
         return "not_found_error"
+    if status == 413:
+        return "request_too_large"
+    if status == 415:
+        return "unsupported_media_type"
     return "server_error" if status >= 500 else "invalid_request_error"
 
 
