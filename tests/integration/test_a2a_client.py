@@ -215,7 +215,12 @@ def test_slow_agent_times_out_per_call(client: AgentClient, a2a_agent: A2AAgent)
     "route, error, cause",
     [
         ("http500", AgentProtocolError, "HTTP 500 Internal Server Error: 'internal failure of the test server'"),
-        ("http404", AgentProtocolError, "HTTP 404 Not Found: 'no agent here'"),
+        (
+            "http404",
+            AgentProtocolError,
+            "HTTP 404 Not Found: 'no agent here'; no agent card on that server either: "
+            "check the host, port and path of the A2A URL",
+        ),
         ("notjson", AgentProtocolError, "reply is not JSON (HTTP 200, text/html): '<html><body>not an agent"),
         ("rpcerror", AgentProtocolError, "JSON-RPC error -32602: Invalid parameters (params.message.messageId"),
         ("badresult", AgentProtocolError, "JSON-RPC result is a str, not a Task or Message object"),
@@ -232,6 +237,22 @@ def test_broken_replies(a2a_bad_server: BadServer, route: str, error: type[Agent
     assert_one_line_naming(err, url, cause)
     assert err.raw is not None  # the body that arrived is kept for the failed run
     assert TOKEN not in str(err) and TOKEN not in repr(err.raw)
+
+
+def test_a_404_names_the_card_the_server_serves_at_its_root(a2a_agent: A2AAgent) -> None:
+    """A URL with a wrong path: the 404 says where the agent card is and which endpoint it names."""
+    url = f"{a2a_agent.url}api/a2a/kagent/wrong-agent/"
+    with AgentClient(url, timeout=10) as agent:
+        with pytest.raises(AgentProtocolError) as caught:
+            agent.ask("hello")
+
+    assert_one_line_naming(
+        caught.value,
+        url,
+        "HTTP 404 Not Found: 'Not Found'",
+        f"; an agent card is served at {a2a_agent.url}.well-known/agent-card.json naming the endpoint {a2a_agent.url}"
+        ": check the path of the A2A URL",
+    )
 
 
 def test_hanging_agent_times_out(a2a_bad_server: BadServer) -> None:

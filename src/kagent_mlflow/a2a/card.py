@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
+
+from .._urls import safe_url
 
 if TYPE_CHECKING:
     import httpx
@@ -120,3 +122,24 @@ def fallback_endpoint(url: str) -> Endpoint:
         ],
     )
     return Endpoint(url, card.name, "0.3", card, None)
+
+
+async def not_found_hint(http: httpx.AsyncClient, url: str) -> str:
+    """What to add to an HTTP 404 from ``url``: where the same server serves an agent card, and the endpoint that card
+    names, else that nothing answers at this path. Costs one or two GETs, on the failure path only."""
+    import httpx
+
+    parts = urlsplit(url)
+    root = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
+    for path in CARD_PATHS:
+        try:
+            response = await http.get(root + path, timeout=5)
+            card = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            continue
+        if isinstance(card, dict):
+            interfaces = card.get("supportedInterfaces") or card.get("additionalInterfaces") or []
+            named = card.get("url") or next((i.get("url") for i in interfaces if isinstance(i, dict)), None)
+            endpoint = f" naming the endpoint {safe_url(str(named))}" if named else ""
+            return f"; an agent card is served at {safe_url(root + path)}{endpoint}: check the path of the A2A URL"
+    return "; no agent card on that server either: check the host, port and path of the A2A URL"

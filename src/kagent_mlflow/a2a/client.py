@@ -21,7 +21,7 @@ from .._urls import safe_url
 from ..config import check_http_url, check_question
 from ..errors import AgentError, AgentProtocolError, AgentTaskError, AgentTimeoutError
 from ._loop import LoopThread
-from .card import CardUnavailable, Endpoint, endpoint_from_card, fallback_endpoint, fetch_card
+from .card import CardUnavailable, Endpoint, endpoint_from_card, fallback_endpoint, fetch_card, not_found_hint
 from .models import AgentReply
 from .parse import ERROR_STATES, PENDING_STATES, ReplyShapeError, message_text, one_line, parse_reply
 from .wire import Exchange, body_problem, classify, record_response, start_exchange
@@ -130,7 +130,17 @@ class AgentClient:
                     raw=call.reply.raw,
                     reply=call.reply,
                 )
+            if call.exchange is not None and call.exchange.status == 404:
+                mapped = await self._with_not_found_hint(mapped)
             raise self._redact(mapped) from None
+
+    async def _with_not_found_hint(self, err: AgentError) -> AgentError:
+        """An HTTP 404 usually means a wrong path: say where the server's agent card is, if it serves one."""
+        import httpx
+
+        async with httpx.AsyncClient(headers=self._http.headers if self._http else None) as http:  # no response hook
+            hint = await not_found_hint(http, self.url)
+        return type(err)(err.url, err.cause + hint, task_state=err.task_state, raw=err.raw, reply=err.reply)
 
     async def _ask_within(self, question: str, context_id: str | None, timeout: float, call: _Call) -> AgentReply:
         sdk, endpoint = await self._connect()
