@@ -207,8 +207,23 @@ def report_logging(result: dict[str, Any], embedded: bool = False) -> None:
 
 @app.command("replay")
 def replay_command(
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI; unset = local store (env MLFLOW_TRACKING_URI).")
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Re-target: deliver to this MLflow tracking URI instead of each record's own."),
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="Re-target: deliver into this experiment instead of each record's own.")
+    ] = None,
+    s3_endpoint_url: Annotated[
+        str | None, typer.Option(help="Re-target: upload artifacts through this S3/MinIO endpoint instead.")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--from", help="Only the records meant for this tracking URI ('unknown': those naming none)."),
+    ] = None,
+    aws_access_key_id: Annotated[str | None, typer.Option(help="S3 access key (env AWS_ACCESS_KEY_ID).")] = None,
+    aws_secret_access_key: Annotated[
+        str | None, typer.Option(help="S3 secret key (env AWS_SECRET_ACCESS_KEY).")
     ] = None,
     spool_dir: Annotated[
         str | None, typer.Option(help="Spool directory (env KAGENT_MLFLOW_SPOOL_DIR; default <data dir>/spool).")
@@ -216,50 +231,30 @@ def replay_command(
     workers: Annotated[int, typer.Option(min=1, max=32, help="Records written to MLflow in parallel.")] = 4,
     attempts: Annotated[int, typer.Option(min=1, max=10, help="Tries per record before stopping.")] = 3,
 ) -> None:
-    """Deliver every interaction waiting in the spool to MLflow (safe to repeat: never creates a second run)."""
-    from .delivery import Spool, replay
+    """Deliver every interaction waiting in the spool to the MLflow it was meant for (safe to repeat).
 
-    settings = _spool_settings(tracking_uri=tracking_uri, spool_dir=spool_dir)
-    spool = Spool(settings.effective_spool_dir)
-    waiting = spool.status()
-    if waiting.pending == 0:
-        typer.echo(f"Nothing to replay: the spool {spool.directory} is empty.")
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    Each record goes to its own destination (tracking URI, experiment, artifact endpoint); credentials come from the
+    environment or the flags. Sending records elsewhere is explicit: --to, --experiment, --s3-endpoint-url.
+    """
+    from .cli_spool import replay_spool, retarget_from_flags
+    from .delivery import Spool
 
-    from .sinks.mlflow import MlflowSink
-
-    columns = (TextColumn("Delivering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        sink = MlflowSink(settings)
-        with Progress(*columns, transient=False) as progress:
-            task = progress.add_task("replay", total=waiting.pending)
-            report = replay(
-                spool,
-                sink,
-                workers=workers,
-                attempts=attempts,
-                total=waiting.pending,
-                progress=lambda r: progress.update(task, completed=r.done),
-            )
-    except KagentMlflowError as err:
-        raise fail(f"{err}; the records stay in {spool.directory}", EXIT_NOT_LOGGED) from None
-    left = spool.status()
-    typer.echo(
-        f"Delivered {report.delivered} to {without_credentials(settings.effective_tracking_uri)}; "
-        f"failed {report.failed}; corrupt lines skipped {report.corrupt}; still waiting {left.pending}."
+    settings = _spool_settings(
+        spool_dir=spool_dir, aws_access_key_id=aws_access_key_id, aws_secret_access_key=aws_secret_access_key
     )
-    for error in report.errors:
-        typer.echo(f"  error: {error}", err=True)
-    if report.corrupt:
-        typer.echo(f"  corrupt lines are kept in {spool.directory / 'corrupt'}", err=True)
-    if left.in_use_segments:
-        typer.echo(f"  {left.in_use_segments} segment(s) are held by a running logger, which is delivering them")
-    if report.stopped_on_outage:
-        message = "MLflow is not accepting records right now; the rest stays spooled: run replay again later"
-        raise fail(message, EXIT_NOT_LOGGED)
-    if report.failed:
-        raise fail(f"{report.failed} record(s) were refused by MLflow; they stay in {spool.directory}", EXIT_NOT_LOGGED)
+    try:
+        retarget = retarget_from_flags(settings, to, experiment, s3_endpoint_url, source)
+    except KagentMlflowError as err:
+        raise fail(str(err), EXIT_BAD_INPUT) from None
+
+    def make_sink(destination: Any) -> Any:
+        from .sinks.mlflow import MlflowSink
+
+        return MlflowSink(settings, destination=destination)
+
+    problem = replay_spool(Spool(settings.effective_spool_dir), retarget, make_sink, workers=workers, attempts=attempts)
+    if problem:
+        raise fail(problem, EXIT_NOT_LOGGED)
 
 
 @app.command()
@@ -269,40 +264,12 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
 ) -> None:
-    """Show how many interactions wait in the spool for MLflow, and since when."""
+    """Show what waits in the spool for MLflow: per destination (URI, experiment), how many and since when."""
+    from .cli_spool import show_status
     from .delivery import Spool
 
     settings = _spool_settings(spool_dir=spool_dir)
-    st = Spool(settings.effective_spool_dir).status()
-    oldest = _format_ms(st.oldest_ms) if st.oldest_ms is not None else None
-    if as_json:
-        payload = {
-            "spool": str(st.path),
-            "pending": st.pending,
-            "oldest": oldest,
-            "oldest_ms": st.oldest_ms,
-            "segments": st.segments,
-            "in_use_segments": st.in_use_segments,
-            "corrupt_lines": st.corrupt_lines,
-            "unanswered": st.unanswered,
-        }
-        typer.echo(json.dumps(payload))
-        return
-    typer.echo(f"Spool: {st.path}")
-    if st.pending == 0:
-        typer.echo("Waiting: nothing; every recorded interaction has reached MLflow.")
-    else:
-        typer.echo(f"Waiting: {st.pending} interaction(s), the oldest from {oldest} ({_age(st.oldest_ms)} ago)")
-        if st.in_use_segments:
-            typer.echo(f"In use: {st.in_use_segments} segment(s) held by a running logger (it is delivering them)")
-        if st.unanswered:
-            typer.echo(
-                f"Unanswered: {st.unanswered} question(s) whose run was opened before the answer; if their client "
-                "is gone, replay closes those runs as FAILED"
-            )
-        typer.echo("Send them now with: kagent-mlflow replay")
-    if st.corrupt_lines:
-        typer.echo(f"Corrupt lines: {st.corrupt_lines} (skipped by replay, then kept in {st.path / 'corrupt'})")
+    show_status(Spool(settings.effective_spool_dir).status(), as_json)
 
 
 def _spool_settings(**overrides: Any) -> Any:
@@ -312,22 +279,6 @@ def _spool_settings(**overrides: Any) -> Any:
         return Settings.from_env(**overrides)
     except (KagentMlflowError, ValueError) as err:
         raise fail(str(err).splitlines()[0], EXIT_BAD_INPUT) from None
-
-
-def _format_ms(ms: int) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _age(ms: int | None) -> str:
-    import time
-
-    seconds = max(time.time() - (ms or 0) / 1000, 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit}"
-    return f"{seconds:.0f} s"
 
 
 @app.command("serve")

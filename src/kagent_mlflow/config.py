@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from ._urls import safe_url as without_credentials
 from .errors import ConfigError
@@ -21,6 +21,7 @@ APP_NAME = "kagent-mlflow"
 LOCAL_UI_HOST, LOCAL_UI_PORT = "127.0.0.1", 5000  # where `kagent-mlflow ui` serves by default (MLflow's own)
 
 _TRACKING_SCHEMES = {"http", "https", "file", "sqlite", "postgresql", "mysql", "databricks"}
+MAX_EXPERIMENT_NAME = 500  # MLflow's own limit (mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH)
 
 
 def default_home() -> Path:
@@ -56,6 +57,11 @@ class Settings(BaseModel):
     home: Path = Field(default_factory=default_home)
     spool_dir: Path | None = None
     timeout: float = 120.0
+
+    @field_validator("experiment_name")
+    @classmethod
+    def _valid_experiment(cls, name: str) -> str:
+        return check_experiment_name(name)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -97,15 +103,39 @@ class Settings(BaseModel):
         """Reject malformed URLs before any network call."""
         check_http_url(self.a2a_url, "A2A URL")
         if self.tracking_uri:
-            scheme = urlparse(self.tracking_uri).scheme
-            dialect = scheme.split("+", 1)[0]  # SQLAlchemy's dialect+driver, e.g. postgresql+psycopg2
-            if dialect not in _TRACKING_SCHEMES and not Path(self.tracking_uri).is_absolute():
-                raise ConfigError(
-                    f"tracking URI {without_credentials(self.tracking_uri)!r} has unsupported scheme {scheme!r}; "
-                    "use http(s)://host:port for a server, or leave it unset for the local store"
-                )
+            check_tracking_uri(self.tracking_uri)
         if self.s3_endpoint_url:
             check_http_url(self.s3_endpoint_url, "S3 endpoint URL")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Reject a tracking URI MLflow could not use, before anything is sent."""
+    scheme = urlparse(uri).scheme
+    dialect = scheme.split("+", 1)[0]  # SQLAlchemy's dialect+driver, e.g. postgresql+psycopg2
+    if dialect not in _TRACKING_SCHEMES and not Path(uri).is_absolute():
+        raise ConfigError(
+            f"tracking URI {without_credentials(uri)!r} has unsupported scheme {scheme!r}; "
+            "use http(s)://host:port for a server, or leave it unset for the local store"
+        )
+
+
+def check_experiment_name(name: str) -> str:
+    """An experiment name MLflow accepts: not blank, at most 500 characters, no control characters.
+
+    Checked when settings are made, so a bad name stops ``ask`` before the agent is asked (never a record that
+    no MLflow would take).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(
+            f"experiment name {name!r} is empty; give one with --experiment NAME (or MLFLOW_EXPERIMENT_NAME)"
+        )
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise ConfigError(
+            f"experiment name is {len(name)} characters long; MLflow accepts at most {MAX_EXPERIMENT_NAME}"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ConfigError(f"experiment name {name!r} contains control characters; use printable text")
+    return name
 
 
 def check_http_url(url: str, what: str) -> None:

@@ -14,7 +14,7 @@ from .a2a.card import agent_name_from_url
 from .a2a.models import AgentReply
 from .config import Settings, check_question
 from .errors import AgentError
-from .records import Interaction, new_interaction_id
+from .records import Destination, Interaction, new_interaction_id
 from .text import printable
 
 
@@ -188,7 +188,7 @@ class KagentMLflowLogger:
                 agent_name=agent_name_from_url(self.settings.a2a_url),
                 a2a_url=self.settings.a2a_url,
                 started_at_ms=started_at_ms,
-                experiment_name=self.settings.experiment_name,
+                destination=Destination.from_settings(self.settings),
                 run_name=run_name,
             )
         )
@@ -327,7 +327,7 @@ def _interaction(
     return Interaction(
         question=question,
         a2a_url=settings.a2a_url,
-        experiment_name=settings.experiment_name,
+        destination=Destination.from_settings(settings),
         **fields,
         **measured,
     )

@@ -1,18 +1,24 @@
 """Interaction: the one record that crosses from the live path to the observability path.
 
-It is plain data (JSON round-trips exactly), so it can wait in the on-disk spool and be replayed.
+It is plain data (JSON round-trips exactly), so it can wait in the on-disk spool and be replayed. It carries its
+``Destination`` (which MLflow, which experiment, which artifact store), so whoever delivers it later - this process,
+another logger, ``kagent-mlflow replay`` - sends it where it was meant to go and nowhere else.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._urls import safe_url, scrub_urls
 from .a2a.models import ToolCall
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 # Usage keys as the kagent runtime (and newer ADK) report them, mapped to MLflow's token-usage names.
 _INPUT_KEYS = ("promptTokenCount", "prompt_tokens", "input_tokens")
@@ -33,6 +39,57 @@ class TokenUsage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+
+
+def store_uri(uri: str) -> str:
+    """How a tracking or S3 endpoint URI is stored and compared: no credentials, no trailing slash on http(s)."""
+    uri = safe_url(uri)
+    if urlsplit(uri).scheme in ("http", "https"):
+        uri = uri.rstrip("/")
+    return uri
+
+
+class Destination(BaseModel):
+    """Where a record must be delivered. Never holds credentials: they come from the environment or flags.
+
+    ``tracking_uri`` is concrete: the embedded default is stored as its ``sqlite:///`` path, so a record made for
+    one machine's local store never lands in another store. ``artifact_location`` is set only for the embedded
+    store (where new experiments keep their artifacts); a tracking server decides that itself.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    tracking_uri: str
+    experiment_name: str
+    s3_endpoint_url: str | None = None
+    artifact_location: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Destination:
+        """The destination ``settings`` name (credentials stripped, the embedded store resolved to its path)."""
+        if settings.is_embedded:
+            home = settings.home.expanduser().absolute()
+            return cls(
+                tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+                experiment_name=settings.experiment_name,
+                artifact_location=(home / "artifacts").as_uri(),
+            )
+        assert settings.tracking_uri is not None
+        return cls(
+            tracking_uri=store_uri(settings.tracking_uri),
+            experiment_name=settings.experiment_name,
+            s3_endpoint_url=store_uri(settings.s3_endpoint_url) if settings.s3_endpoint_url else None,
+        )
+
+    @property
+    def server(self) -> tuple[str, str | None]:
+        """What a sink writes to: records with the same server may go through the same sink (any experiment)."""
+        return (self.tracking_uri, self.s3_endpoint_url)
+
+    def describe(self) -> str:
+        """One human-readable name, e.g. ``http://mlflow:5000 (artifacts via http://minio:9000)``."""
+        text = self.tracking_uri + (" (local store)" if self.artifact_location else "")
+        return text + (f" (artifacts via {self.s3_endpoint_url})" if self.s3_endpoint_url else "")
 
 
 class Interaction(BaseModel):
@@ -60,6 +117,34 @@ class Interaction(BaseModel):
     # supersedes it. Only if the client dies first is it delivered (by replay): the run then ends FAILED, never
     # RUNNING forever.
     provisional: bool = False
+    # None only in records spooled before records carried their destination: replay needs ``--to`` for them.
+    destination: Destination | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _experiment_from_destination(cls, data: Any) -> Any:
+        """``experiment_name`` may be left out when a destination is given: it is the destination's."""
+        if isinstance(data, dict) and "experiment_name" not in data:
+            destination = data.get("destination")
+            name = getattr(destination, "experiment_name", None)
+            if name is None and isinstance(destination, dict):
+                name = destination.get("experiment_name")
+            if name is not None:
+                data = {**data, "experiment_name": name}
+        return data
+
+    @model_validator(mode="after")
+    def _one_experiment(self) -> Interaction:
+        if self.destination is not None and self.destination.experiment_name != self.experiment_name:
+            raise ValueError(
+                f"experiment_name {self.experiment_name!r} differs from the destination's "
+                f"{self.destination.experiment_name!r}"
+            )
+        return self
+
+    def to(self, destination: Destination) -> Interaction:
+        """The same record, re-targeted (explicitly, e.g. ``replay --to``) at another destination."""
+        return self.model_copy(update={"destination": destination, "experiment_name": destination.experiment_name})
 
     @field_validator("a2a_url")
     @classmethod

@@ -24,7 +24,7 @@ import pytest
 from kagent_mlflow.config import Settings
 from kagent_mlflow.delivery import Spool, replay
 from kagent_mlflow.logger import KagentMLflowLogger
-from kagent_mlflow.records import Interaction
+from kagent_mlflow.records import Destination, Interaction
 from tests.support.mlflow_server import MlflowServer, start_mlflow_server
 
 pytestmark = pytest.mark.integration
@@ -175,7 +175,7 @@ def make_settings(tmp_path: Path, a2a_url: str, tracking_uri: str, experiment: s
     )
 
 
-def sample(i: int, experiment: str) -> Interaction:
+def sample(i: int, settings: Settings) -> Interaction:
     return Interaction(
         question=f"question {i}",
         answer=f"answer {i}",
@@ -184,7 +184,7 @@ def sample(i: int, experiment: str) -> Interaction:
         usage={"promptTokenCount": 3, "candidatesTokenCount": 5},
         raw_response={"jsonrpc": "2.0", "result": {"n": i}},
         latency_ms=2.5,
-        experiment_name=experiment,
+        destination=Destination.from_settings(settings),
     )
 
 
@@ -196,7 +196,7 @@ def test_corrupted_spool_line_is_skipped_with_a_warning_and_the_rest_delivered(
 ) -> None:
     settings = make_settings(tmp_path, "http://127.0.0.1:9/", ensure_running.url, "faults-corrupt")
     spool = Spool(settings.effective_spool_dir)
-    records = [sample(i, settings.experiment_name) for i in range(10)]
+    records = [sample(i, settings) for i in range(10)]
     for record in records:
         spool.append(record)
     spool.close()
@@ -222,7 +222,7 @@ _DELIVER_ONE = """
 import sys
 from kagent_mlflow.config import Settings
 from kagent_mlflow.delivery import Recorder, Spool
-from kagent_mlflow.records import Interaction
+from kagent_mlflow.records import Destination, Interaction
 from kagent_mlflow.sinks.mlflow import MlflowSink
 
 settings = Settings.model_validate_json(sys.argv[1])
@@ -240,7 +240,7 @@ def test_deliverer_killed_after_each_step_then_replay_gives_exactly_one_run(
     ensure_running: MlflowServer, tmp_path: Path, step: str
 ) -> None:
     settings = make_settings(tmp_path, "http://127.0.0.1:9/", ensure_running.url, f"faults-step-{step}")
-    interaction = sample(0, settings.experiment_name)
+    interaction = sample(0, settings)
     if step == "open_run":
         # Killed after the run was opened on the live path, before the deliverer wrote anything.
         from kagent_mlflow.sinks.mlflow import MlflowSink
@@ -405,14 +405,14 @@ def test_client_sigkilled_mid_delivery_then_replay_gives_each_answer_exactly_one
                 break
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
+        assert len(answered) == 25, proc.stderr.read() if proc.stderr else ""
+        assert Spool(settings.effective_spool_dir).status().pending > 0  # killed in the middle of delivery
+
+        proxy.delay = 0.0
+        replay_all(settings)  # to where the records were meant to go: the proxy's address
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
         proxy.close()
-    assert len(answered) == 25, proc.stderr.read() if proc.stderr else ""
-    assert Spool(settings.effective_spool_dir).status().pending > 0  # killed in the middle of delivery
-
-    direct = settings.model_copy(update={"tracking_uri": ensure_running.url})
-    replay_all(direct)
     assert_one_complete_run_each(ensure_running.url, settings.experiment_name, set(answered))

@@ -57,8 +57,8 @@ def spool_pending(home: Path) -> int:
     return json.loads(done.stdout)["pending"]
 
 
-def replay(home: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    done = run_cli(["replay", "--workers", "1"], clean_env(home, env))
+def replay(home: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
+    done = run_cli(["replay", "--workers", "1", *extra], clean_env(home, env))
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
@@ -156,7 +156,12 @@ def test_s3_endpoint_down(
     assert_answered_and_spooled(done, question, "Could not connect", "connection refused", "EndpointConnectionError")
     assert spool_pending(home) == 1
 
-    fixed = replay(home, server_env(mlflow_pg_s3_direct, s3_server))
+    # The record names the endpoint it was made for: a plain replay keeps it there (still down) ...
+    kept = replay(home, server_env(mlflow_pg_s3_direct, s3_server))
+    assert kept.returncode == 4 and "Delivered 0" in kept.stdout, kept.stdout + kept.stderr
+    assert dead in kept.stdout and spool_pending(home) == 1
+    # ... and sending it through another endpoint is the user's explicit choice.
+    fixed = replay(home, server_env(mlflow_pg_s3_direct, s3_server), "--s3-endpoint-url", s3_server.endpoint_url)
     assert fixed.returncode == 0 and "Delivered 1" in fixed.stdout, fixed.stdout + fixed.stderr
     assert_delivered(pg_database, s3_server, experiment, question)
 

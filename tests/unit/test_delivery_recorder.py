@@ -13,7 +13,9 @@ import pytest
 
 from kagent_mlflow.delivery import Recorder, Spool
 from kagent_mlflow.errors import DeliveryError
-from kagent_mlflow.records import Interaction
+from kagent_mlflow.records import Destination, Interaction
+
+DEST = Destination(tracking_uri="http://fake-mlflow:5000", experiment_name="e")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ def fail(message: str, retryable: bool) -> DeliveryError:
 class FakeSink:
     """In-process stand-in for MlflowSink with the same idempotency contract: one run per interaction id."""
 
-    def __init__(self) -> None:
+    def __init__(self, destination: Destination = DEST) -> None:
+        self.destination = destination
         self.lock = threading.Lock()
         self.runs: dict[str, dict] = {}
         self.down = False
@@ -74,8 +77,15 @@ class FakeSink:
         return sum(1 for r in self.runs.values() if r["complete"])
 
 
-def make(i: int = 0) -> Interaction:
-    return Interaction(question=f"q{i}", answer="a", agent_name="agent", a2a_url="http://x/", experiment_name="e")
+def make(i: int = 0, destination: Destination | None = DEST) -> Interaction:
+    return Interaction(
+        question=f"q{i}",
+        answer="a",
+        agent_name="agent",
+        a2a_url="http://x/",
+        experiment_name="e",
+        destination=destination,
+    )
 
 
 def wait_for(predicate, timeout: float = 10.0) -> bool:

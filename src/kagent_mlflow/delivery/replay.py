@@ -1,5 +1,10 @@
 """Deliver what waits in the spool. Used by ``kagent-mlflow replay`` and by the recorder's background retry.
 
+Each record goes only where it was meant to go: by default a record is delivered only when its ``destination`` is
+the sink's own server; the others (and records spooled before records carried a destination) stay in the spool,
+untouched, for a process or a ``replay`` pass that writes to their server. Re-targeting is explicit: pass a
+``route`` that maps a record to the record to deliver (``Interaction.to``), as ``replay --to`` does.
+
 Idempotent: the sink finds the run of an ``interaction_id`` (even one left half-written by a crash) and completes
 or replaces it, and a record is acked only after the sink returned. Replaying twice, or in two processes at once
 (each locks the segments it works on), never produces a second run.
@@ -31,6 +36,7 @@ class ReplayReport:
     failed: int = 0
     corrupt: int = 0
     skipped: int = 0
+    elsewhere: int = 0  # records left for another destination
     stopped_on_outage: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -44,6 +50,18 @@ class ReplayReport:
 
 
 ProgressFn = Callable[[ReplayReport], None]
+Route = Callable[[Interaction], "Interaction | None"]  # the record to deliver through this sink, or None: leave it
+
+
+def for_sink(sink: Sink) -> Route:
+    """The default route: a record whose destination is the sink's server, as it is; nothing else."""
+    server = sink.destination.server
+
+    def route(interaction: Interaction) -> Interaction | None:
+        meant = interaction.destination
+        return interaction if meant is not None and meant.server == server else None
+
+    return route
 
 
 def replay(
@@ -58,8 +76,9 @@ def replay(
     skip: Collection[str] = (),
     on_delivered: Callable[[str], None] | None = None,
     total: int | None = None,
+    route: Route | None = None,
 ) -> ReplayReport:
-    """Deliver every spooled record no live process is using, oldest first.
+    """Deliver every spooled record meant for ``sink`` (see ``route``) that no live process is using, oldest first.
 
     Stops early (``stopped_on_outage``) when a record still fails after ``attempts`` with an error a later retry
     could fix (MLflow down, 5xx): the rest stays spooled. Records the sink rejects for good are counted in
@@ -67,7 +86,8 @@ def replay(
     """
     report = ReplayReport(total=spool.status().pending if total is None else total)
     stop = stop or threading.Event()
-    run = _SegmentRun(sink, report, workers, attempts, backoff, progress, stop, skip, on_delivered)
+    route = route or for_sink(sink)
+    run = _SegmentRun(sink, report, workers, attempts, backoff, progress, stop, skip, on_delivered, route)
     for claimed in spool.claim():
         complete = run.deliver(claimed)
         claimed.release(complete=complete)
@@ -91,10 +111,12 @@ class _SegmentRun:
         stop: threading.Event,
         skip: Collection[str],
         on_delivered: Callable[[str], None] | None,
+        route: Route,
     ) -> None:
         self.sink, self.report, self.workers = sink, report, max(1, workers)
         self.attempts, self.backoff = max(1, attempts), backoff
         self.progress, self.stop, self.skip, self.on_delivered = progress, stop, skip, on_delivered
+        self.route = route
         self.lock = threading.Lock()
         self.abort = threading.Event()
 
@@ -117,7 +139,12 @@ class _SegmentRun:
                     with self.lock:
                         self.report.skipped += 1
                     continue
-                jobs.put(interaction)
+                routed = self.route(interaction)
+                if routed is None:  # meant for another MLflow: left untouched (unacked, so the segment stays)
+                    with self.lock:
+                        self.report.elsewhere += 1
+                    continue
+                jobs.put(routed)
         finally:
             for _ in threads:
                 jobs.put(None)

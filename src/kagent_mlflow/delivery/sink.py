@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from ..records import Interaction
+from ..records import Destination, Interaction
 
 
 class RunRefLike(Protocol):
@@ -22,6 +22,11 @@ class RunRefLike(Protocol):
 
 @runtime_checkable
 class Sink(Protocol):
+    @property
+    def destination(self) -> Destination:
+        """The server this sink writes to: only records meant for it are delivered through it."""
+        ...
+
     def open_run(self, interaction: Interaction) -> RunRefLike:
         """Create (or find) the run for ``interaction.interaction_id``: one cheap round trip."""
         ...

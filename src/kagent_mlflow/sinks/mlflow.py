@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from mlflow.entities import RunStatus, ViewType
 from mlflow.exceptions import MlflowException, RestException
@@ -52,7 +54,7 @@ from pydantic_core import PydanticSerializationError
 
 from ..config import LOCAL_UI_HOST, LOCAL_UI_PORT, Settings
 from ..errors import DeliveryError
-from ..records import Interaction
+from ..records import Destination, Interaction
 from ..text import printable_data
 from ._content import OPEN_RUN_TAGS, artifact_texts, run_batch, run_name, run_tags
 from ._errors import describe
@@ -88,8 +90,11 @@ class StoppedAfterStep(Exception):
 
 
 class MlflowSink:
-    """Writes interactions to the MLflow tracking store named by ``settings``. Thread-safe; no I/O in ``__init__``.
+    """Writes interactions to one MLflow (``destination``, default: the one ``settings`` name). Thread-safe; no I/O
+    in ``__init__``.
 
+    ``settings`` supply the credentials (AWS keys; a tracking or S3 URI with credentials in it is used when it names
+    the same server as ``destination``). The sink refuses a record whose own destination is another server.
     ``on_step(name)`` is called after each write step (``STEPS``); tests use it to crash between steps.
     ``http_timeout`` / ``http_retries`` bound every MLflow HTTP call made by this sink.
     """
@@ -98,12 +103,22 @@ class MlflowSink:
         self,
         settings: Settings,
         *,
+        destination: Destination | None = None,
         on_step: Callable[[str], None] | None = None,
         http_timeout: float = 10.0,
         http_retries: int = 0,
     ) -> None:
         self.settings = settings
-        self.tracking_uri = settings.effective_tracking_uri
+        own = Destination.from_settings(settings)
+        self.destination = destination or own
+        # Connect with the configured URI (it may carry credentials) when it names this destination's server.
+        same_server = not own.artifact_location and own.tracking_uri == self.destination.tracking_uri
+        self.tracking_uri = (
+            settings.tracking_uri if same_server and settings.tracking_uri else self.destination.tracking_uri
+        )
+        s3_endpoint = self.destination.s3_endpoint_url
+        if s3_endpoint and settings.s3_endpoint_url and own.s3_endpoint_url == s3_endpoint:
+            s3_endpoint = settings.s3_endpoint_url
         self._on_step = on_step
         self._fault_step = os.environ.get(FAULT_ENV) or None
         self._policy = HttpPolicy(max_retries=http_retries, timeout=http_timeout)
@@ -112,12 +127,12 @@ class MlflowSink:
         self._redact = Redactor(secrets)
         self._s3 = (
             ScopedS3(
-                settings.s3_endpoint_url,
+                s3_endpoint,
                 settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None,
                 settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None,
                 timeout=http_timeout,
             )
-            if settings.s3_endpoint_url or settings.aws_access_key_id
+            if s3_endpoint or settings.aws_access_key_id
             else None
         )
         self._lock = threading.Lock()
@@ -138,6 +153,7 @@ class MlflowSink:
         Meant for the live path, concurrently with the A2A request; ``write(interaction, run_id)`` completes it.
         """
         interaction = _printable(interaction)
+        self._check_destination(interaction)
         with self._guard("creating the run"), self._stripe(interaction.interaction_id):
             known = self._recall(interaction.interaction_id)
             if known is not None:  # write() got there first (e.g. open_run was slow): reuse, never a second run
@@ -163,6 +179,7 @@ class MlflowSink:
                 tracking_uri=self.tracking_uri,
                 retryable=False,
             )
+        self._check_destination(interaction)
         with self._guard("writing the run"), self._stripe(interaction.interaction_id):
             experiment_id = self._experiment_id(interaction.experiment_name)
             found = self._find_run(interaction, experiment_id, run_id)
@@ -212,7 +229,32 @@ class MlflowSink:
     def close(self) -> None:
         """Nothing to release (HTTP sessions are MLflow's, shared per process); present for the delivery layer."""
 
+    def missing_credentials(self) -> str | None:
+        """Why this sink cannot write yet for want of credentials (S3 keys for direct artifacts), else None."""
+        if not self.destination.s3_endpoint_url or self.settings.aws_access_key_id:
+            return None
+        import boto3
+
+        if boto3.session.Session().get_credentials() is not None:  # env, ~/.aws, instance role ...
+            return None
+        return (
+            f"S3 keys missing for the artifacts at {self.destination.s3_endpoint_url}: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or pass --aws-access-key-id / --aws-secret-access-key)"
+        )
+
     # ---------------------------------------------------------------- steps
+
+    def _check_destination(self, interaction: Interaction) -> None:
+        """A record goes only where it was meant to go (re-targeting is explicit: ``Interaction.to``)."""
+        meant = interaction.destination
+        if meant is not None and meant.server != self.destination.server:
+            raise DeliveryError(
+                f"record {interaction.interaction_id} is meant for {meant.describe()}, not for "
+                f"{self.destination.describe()}; it stays in the spool for kagent-mlflow replay",
+                tracking_uri=self.destination.tracking_uri,
+                cause="other destination",
+                retryable=False,
+            )
 
     def _find_run(self, interaction: Interaction, experiment_id: str, run_id: str | None) -> _Known | None:
         """This interaction's run: from memory (no round trip), by its id (get_run) or by tag (search_runs)."""
@@ -292,8 +334,8 @@ class MlflowSink:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    if self.settings.is_embedded:
-                        self.settings.home.mkdir(parents=True, exist_ok=True)
+                    if self.destination.artifact_location:  # the embedded store: create its folder
+                        Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
                     self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 
@@ -304,7 +346,14 @@ class MlflowSink:
         return self._tracing
 
     def _experiment_id(self, name: str) -> str:
-        name = name or self.settings.experiment_name
+        if not name:  # a record from before names were checked; never guess one (it would land elsewhere)
+            raise DeliveryError(
+                f"MLflow at {self.tracking_uri}: the record has no experiment name; "
+                "send it with kagent-mlflow replay --experiment NAME",
+                tracking_uri=self.tracking_uri,
+                cause="no experiment name",
+                retryable=False,
+            )
         with self._lock:
             cached = self._experiments.get(name)
         if cached:
@@ -313,9 +362,9 @@ class MlflowSink:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             location = None
-            if self.settings.is_embedded:
-                self.settings.embedded_artifact_root.mkdir(parents=True, exist_ok=True)
-                location = self.settings.embedded_artifact_root.as_uri()
+            if self.destination.artifact_location:
+                location = self.destination.artifact_location
+                Path(url2pathname(urlsplit(location).path)).mkdir(parents=True, exist_ok=True)
             try:
                 experiment_id = client.create_experiment(name, artifact_location=location)
             except MlflowException as err:
