@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from kagent_mlflow.config import Settings
 from kagent_mlflow.delivery import Spool, replay
 from kagent_mlflow.logger import KagentMLflowLogger
+from kagent_mlflow.records import Destination
 from kagent_mlflow.sinks.mlflow import MlflowSink
 from tests.support.a2a_agents import A2AAgent
 from tests.support.mlflow_server import MlflowServer, free_port
@@ -85,7 +86,8 @@ def test_library_question_with_a_lone_surrogate_is_answered_spooled_exactly_and_
     assert kept.question == "x \ud800"  # lossless: the exact text comes back from the journal
 
     up = settings.model_copy(update={"tracking_uri": mlflow_server.url})
-    report = replay(spool, MlflowSink(up), attempts=3)
+    moved = Destination.from_settings(up)  # re-targeting is explicit: the record was made for the dead port
+    report = replay(spool, MlflowSink(up), attempts=3, route=lambda record: record.to(moved))
     assert report.delivered == 1 and report.failed == 0, report.errors
     run, texts = the_run(mlflow_server.url, experiment)
     assert run.info.status == "FINISHED"
