@@ -43,8 +43,12 @@ class FakeSink:
         self.gate: threading.Event | None = None
         self.write_run_ids: list[str | None] = []
         self.opened = 0
+        self.open_ids: list[str] = []  # interaction id of every open_run call, in order
+        self.attempts: dict[str, int] = {}  # interaction id -> open_run/write calls
 
     def _check(self, interaction: Interaction) -> None:
+        with self.lock:
+            self.attempts[interaction.interaction_id] = self.attempts.get(interaction.interaction_id, 0) + 1
         if self.down:
             raise fail("connection refused", retryable=True)
         if interaction.interaction_id in self.reject:
@@ -59,6 +63,7 @@ class FakeSink:
     def open_run(self, interaction: Interaction) -> Ref:
         self._check(interaction)
         self.opened += 1
+        self.open_ids.append(interaction.interaction_id)
         return Ref(self._run(interaction)["run_id"])
 
     def write(self, interaction: Interaction, run_id: str | None = None) -> Ref:
@@ -164,9 +169,13 @@ def test_fast_answer_skips_the_early_open(sink: FakeSink, recorder_factory) -> N
     pending = recorder.begin(interaction)
     ticket = recorder.record(interaction, pending)  # the answer came before the grace period ended
     assert ticket.wait(5) and pending.run_id(5) == ticket.ref.run_id
-    time.sleep(0.3)
-    # No early open: the deliverer created the run itself (one create, no search) and wrote that same run.
-    assert sink.opened == 1 and len(sink.runs) == 1 and sink.write_run_ids == [ticket.ref.run_id]
+    # The early opener takes questions in order: once a later, unanswered question has been opened early, it has
+    # decided about the first one for good (no fixed sleep standing in for "nothing happened").
+    slow = make(1)
+    assert recorder.begin(slow).run_id(5) is not None
+    assert sink.open_ids == [interaction.interaction_id, slow.interaction_id]
+    # No early open of the first: the deliverer created its run itself (one create, no search) and wrote that run.
+    assert sink.write_run_ids == [ticket.ref.run_id]
 
 
 def test_mlflow_down_keeps_every_record_then_delivers_them_when_it_returns(
@@ -212,9 +221,16 @@ def test_rejected_record_is_kept_and_not_retried_forever(sink: FakeSink, recorde
     ticket = recorder.record(bad)
     assert recorder.flush(5) is False
     assert ticket.spooled and "invalid record" in ticket.error
-    time.sleep(0.5)
+    # A record that waits because MLflow was down, journalled after the rejected one: once the background retry has
+    # delivered it, that drain has gone past the rejected record, which must not have been tried again.
+    sink.down = True
+    later = recorder.record(make(2))
+    assert recorder.flush(5) is False and later.spooled
+    sink.down = False
+    assert wait_for(lambda: sink.complete() == 2)
+    assert recorder.close(timeout=5) is False  # the rejected record stays in the spool
+    assert sink.attempts[bad.interaction_id] == 1
     assert recorder.spool.status().pending == 1
-    assert sink.complete() == 1
 
 
 def test_close_is_idempotent_and_later_records_still_reach_the_spool(sink: FakeSink, recorder_factory) -> None:
