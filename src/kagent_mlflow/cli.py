@@ -311,6 +311,13 @@ def serve_command(
         int | None,
         typer.Option(min=1, help="Most `input` items; past it 413 (default 10000; env KAGENT_MLFLOW_MAX_INPUT_ITEMS)."),
     ] = None,
+    shutdown_grace: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds from SIGTERM to exit: finish requests, export traces, spill the rest to disk "
+            "(default 20; env KAGENT_MLFLOW_SHUTDOWN_GRACE)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the Pattern 2 agent with MLflow Agent Server: POST /invocations, /responses (streaming), GET /health."""
     from .serve.config import ServeConfig
@@ -327,6 +334,7 @@ def serve_command(
             max_body_bytes=max_body_bytes,
             max_json_depth=max_json_depth,
             max_input_items=max_input_items,
+            shutdown_grace=shutdown_grace,
         )
         run(config)
     except KagentMlflowError as err:

@@ -26,6 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--blocking", action="store_true", help="register the sync predict directly (benchmark baseline only)"
     )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        help="seconds from SIGTERM to exit: finish requests, export traces, spill the rest to disk "
+        "(default 20; env KAGENT_MLFLOW_SHUTDOWN_GRACE)",
+    )
     parser.add_argument("--log-level", help="uvicorn log level (default info)")
     parser.add_argument(
         "--max-body-bytes", type=int, help="largest body, else 413 (default 4 MiB; env KAGENT_MLFLOW_MAX_BODY_BYTES)"
@@ -55,6 +61,7 @@ def config_from_args(argv: list[str] | None = None) -> ServeConfig:
         max_body_bytes=args.max_body_bytes,
         max_json_depth=args.max_json_depth,
         max_input_items=args.max_input_items,
+        shutdown_grace=args.shutdown_grace,
     )
 
 

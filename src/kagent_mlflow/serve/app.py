@@ -68,8 +68,9 @@ def create_app(agent: Any = None, config: ServeConfig | None = None) -> Any:
 @contextlib.asynccontextmanager
 async def _lifespan(app: Any) -> AsyncIterator[None]:
     yield
-    if app.state.config.tracing:
-        await asyncio.to_thread(flush_traces)
+    if app.state.config.tracing:  # deadline set by the runner at SIGTERM; else the grace counts from now
+        deadline = getattr(app.state, "shutdown_deadline", None)
+        await asyncio.to_thread(flush_traces, deadline, app.state.config.shutdown_grace)
 
 
 def load_agent(spec: str | None) -> Any:

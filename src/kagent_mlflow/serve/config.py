@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from ..config import DEFAULT_EXPERIMENT, Settings
 from ..errors import ConfigError
@@ -15,6 +16,10 @@ from ..errors import ConfigError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_REQUEST_TIMEOUT = 300.0
+DEFAULT_SHUTDOWN_GRACE = 20.0  # below Kubernetes' default 30 s terminationGracePeriodSeconds, with room to spare
+DEFAULT_TRACE_MEMORY_MB = 16.0
+DEFAULT_TRACE_EXPORTERS = 4
+DEFAULT_TRACE_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -61,9 +66,9 @@ def _env_float(name: str, default: float) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number of seconds") from None
+        raise ConfigError(f"{name}={value!r} is not a number") from None
     if number <= 0:
-        raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
     return number
 
 
@@ -90,6 +95,13 @@ class ServeConfig:
     @property
     def limits(self) -> Limits:
         return Limits(self.max_body_bytes, self.max_json_depth, self.max_input_items)
+    # SIGTERM -> exit: in-flight requests finish, queued traces are exported until this many seconds after the
+    # signal, the rest is written to trace_spill_dir.
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    trace_spill_dir: Path = Path("trace-spill")
+    trace_memory_mb: float = DEFAULT_TRACE_MEMORY_MB  # finished traces held in memory; past it they spill to disk
+    trace_exporters: int = DEFAULT_TRACE_EXPORTERS  # concurrent OTLP export requests
+    trace_batch: int = DEFAULT_TRACE_BATCH  # traces per export request
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServeConfig:
@@ -108,6 +120,11 @@ class ServeConfig:
             "max_body_bytes": _env_int("KAGENT_MLFLOW_MAX_BODY_BYTES", Limits.max_body_bytes),
             "max_json_depth": _env_int("KAGENT_MLFLOW_MAX_JSON_DEPTH", Limits.max_json_depth),
             "max_input_items": _env_int("KAGENT_MLFLOW_MAX_INPUT_ITEMS", Limits.max_input_items),
+            "shutdown_grace": _env_float("KAGENT_MLFLOW_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
+            "trace_spill_dir": Path(os.environ.get("KAGENT_MLFLOW_TRACE_SPILL_DIR") or settings.home / "trace-spill"),
+            "trace_memory_mb": _env_float("KAGENT_MLFLOW_TRACE_MEMORY_MB", DEFAULT_TRACE_MEMORY_MB),
+            "trace_exporters": _env_int("KAGENT_MLFLOW_TRACE_EXPORTERS", DEFAULT_TRACE_EXPORTERS),
+            "trace_batch": _env_int("KAGENT_MLFLOW_TRACE_BATCH", DEFAULT_TRACE_BATCH),
         }
         config = cls(**values)  # type: ignore[arg-type]
         return config.with_overrides(**overrides)
@@ -119,6 +136,8 @@ class ServeConfig:
         for name in ("max_body_bytes", "max_json_depth", "max_input_items"):
             if name in given:
                 given[name] = _positive(f"--{name.replace('_', '-')}", int(given[name]))  # type: ignore[call-overload]
+        if "shutdown_grace" in given and not 0 < float(given["shutdown_grace"]) <= 3600:  # type: ignore[arg-type]
+            raise ConfigError(f"shutdown grace {given['shutdown_grace']!r} must be > 0 and <= 3600 seconds")
         return replace(self, **given)  # type: ignore[arg-type]
 
 

@@ -2,17 +2,24 @@
 
 uvicorn binds the port itself: handing it a socket bound beforehand left replies without TCP_NODELAY here, so every
 keep-alive reply waited ~40 ms for a delayed ACK.
+
+Shutdown (SIGTERM or Ctrl-C) is bounded by ``config.shutdown_grace`` counted from the signal: requests in flight get
+up to half of it to finish (then they are cancelled), queued traces are exported until the grace time is nearly up,
+and the rest is written to the trace spill, so the process is gone well inside Kubernetes' 30 s default.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from typing import Any
 
 from ..errors import ConfigError
 from .app import create_app
 from .config import ServeConfig
+
+PERSIST_RESERVE_S = 1.0  # of the grace time, kept for writing unexported traces to disk and exiting
 
 
 def run(config: ServeConfig) -> None:
@@ -26,6 +33,11 @@ def run(config: ServeConfig) -> None:
     app = create_app(config=config)
 
     class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if getattr(app.state, "shutdown_deadline", None) is None:
+                app.state.shutdown_deadline = time.monotonic() + config.shutdown_grace - PERSIST_RESERVE_S
+            super().handle_exit(sig, frame)
+
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
@@ -37,7 +49,7 @@ def run(config: ServeConfig) -> None:
         port=config.port,
         log_level=config.log_level.lower(),
         access_log=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=max(config.shutdown_grace / 2, 1.0),
         backlog=2048,
     )
     _Server(uv_config).run()

@@ -1,17 +1,14 @@
-"""Point MLflow tracing at the configured tracking server, cheaply and without ever breaking an answer.
+"""Point MLflow tracing at the configured tracking server, cheaply, boundedly and without ever breaking an answer.
 
-Traces are exported by MLflow on background threads (``MLFLOW_ENABLE_ASYNC_TRACE_LOGGING``, on by default); a
-tracking server that goes down costs log lines and (after ``MLFLOW_ASYNC_TRACE_LOGGING_RETRY_TIMEOUT``, 30 s here)
-the traces of that time, never answers.
+For an http(s) tracking server, finished traces are exported by :mod:`.trace_export`: many traces per OTLP request
+to ``/v1/traces`` from several exporter threads, at most ``trace_memory_mb`` held in memory, the rest spilled to
+disk (:mod:`.trace_spill`) and exported later; :func:`flush_traces` exports what fits in the shutdown grace time and
+persists the rest. Other tracking URIs (a local ``sqlite:///`` store) keep MLflow's own asynchronous exporter.
 
 A tracking server that is down at START-UP needs care: until ``mlflow.set_experiment`` has succeeded, MLflow
 resolves ``MLFLOW_EXPERIMENT_NAME`` with a blocking HTTP call (retried for minutes) when each trace starts, i.e. on
 the request path. So the server starts with tracing off, says so, and a background thread turns it on once the
-tracking server answers.
-
-Cost: ingesting a trace costs the MLflow server CPU per HTTP call (measured here: ~27 ms for a 1-span trace, ~49 ms
-for a 6-span trace with MLflow's default batches of 5 spans). Batching up to 100 spans per OTLP call brought the
-6-span trace to ~30 ms, so that is our default (the variables below; any value set in the environment wins).
+tracking server answers. Traces spilled by an earlier run are exported meanwhile, as soon as MLflow accepts them.
 """
 
 from __future__ import annotations
@@ -22,9 +19,11 @@ import threading
 import time
 
 from .config import ServeConfig
+from .trace_export import ExportLimits, ExportPool, OtlpTraceExporter
 
 logger = logging.getLogger("kagent_mlflow.serve")
 
+# MLflow's own exporter (local stores only): batch spans, never block a request on export.
 TRACE_EXPORT_DEFAULTS = {
     "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "true",
     "MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE": "100",
@@ -34,6 +33,9 @@ TRACE_EXPORT_DEFAULTS = {
 }
 RECONNECT_INTERVAL_S = 5.0
 
+_pool: ExportPool | None = None
+_experiment_id: str | None = None
+
 
 def configure_tracing(config: ServeConfig) -> None:
     import mlflow
@@ -42,8 +44,7 @@ def configure_tracing(config: ServeConfig) -> None:
         mlflow.tracing.disable()
         logger.info("MLflow tracing is off (KAGENT_MLFLOW_TRACING=false)")
         return
-    for name, value in TRACE_EXPORT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    _start_exporter(config)
     if config.tracking_uri:
         mlflow.set_tracking_uri(config.tracking_uri)
     problem = _unreachable(config.tracking_uri)
@@ -60,6 +61,30 @@ def configure_tracing(config: ServeConfig) -> None:
     threading.Thread(target=_enable_when_reachable, args=(config,), name="mlflow-reconnect", daemon=True).start()
 
 
+def _start_exporter(config: ServeConfig) -> None:
+    """Our batching, bounded exporter for an http(s) tracking server; MLflow's own for anything else."""
+    global _pool
+    from .._mlflow_compat import install_span_exporter
+
+    if _pool is not None:  # a second app in this process (tests, benchmarks): the old one's traces go to disk
+        _pool.close(deadline=0)
+        _pool = None
+    uri = config.tracking_uri or ""
+    if not uri.startswith(("http://", "https://")):
+        for name, value in TRACE_EXPORT_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        install_span_exporter(None)
+        return
+    limits = ExportLimits(
+        exporters=config.trace_exporters,
+        batch_traces=config.trace_batch,
+        memory_bytes=int(config.trace_memory_mb * (1 << 20)),
+    )
+    pool = ExportPool(uri, config.trace_spill_dir, limits).start()
+    install_span_exporter(lambda _uri: OtlpTraceExporter(pool, lambda: _experiment_id))
+    _pool = pool
+
+
 def _unreachable(uri: str | None) -> str | None:
     """Why an http(s) tracking server does not answer ``/health`` right now (None: it does, or not http)."""
     if not uri or not uri.startswith(("http://", "https://")):
@@ -74,10 +99,11 @@ def _unreachable(uri: str | None) -> str | None:
 
 
 def _set_experiment(config: ServeConfig) -> bool:
+    global _experiment_id
     import mlflow
 
     try:
-        mlflow.set_experiment(config.experiment_name)
+        _experiment_id = mlflow.set_experiment(config.experiment_name).experiment_id
         return True
     except Exception as exc:  # noqa: BLE001 - tracing must not stop the agent from serving
         logger.warning(
@@ -100,8 +126,23 @@ def _enable_when_reachable(config: ServeConfig) -> None:
             return
 
 
-def flush_traces() -> None:
-    """Export the traces still queued (called when the server shuts down, so none are lost)."""
+def flush_traces(deadline: float | None = None, grace: float = 20.0) -> None:
+    """At shutdown: export queued traces until ``deadline`` (``time.monotonic()``; default now + ``grace``), write
+    the rest to the spill directory, and say what happened."""
+    global _pool
+    if _pool is None:
+        _flush_mlflow_exporter()
+        return
+    pool, _pool = _pool, None
+    report = pool.close(deadline if deadline is not None else time.monotonic() + grace)
+    message = "traces at shutdown: %d exported in %.1f s, %d written to %s (exported at the next start or by " + (
+        "`kagent-mlflow replay`)"
+    )
+    level = logging.WARNING if report.persisted else logging.INFO
+    logger.log(level, message, report.exported, report.seconds, report.persisted, pool.spill_dir)
+
+
+def _flush_mlflow_exporter() -> None:
     try:
         import mlflow
 
