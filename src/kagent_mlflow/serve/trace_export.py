@@ -82,13 +82,13 @@ class ExportPool:
     def __init__(
         self, tracking_uri: str, spill_dir: Path, limits: ExportLimits | None = None, send: Sender | None = None
     ) -> None:
-        from ..config import without_credentials
+        from .._urls import safe_url
 
         self.tracking_uri = tracking_uri
         self.spill_dir = spill_dir
         self.limits = limits or ExportLimits()
         self._send = send or _post_otlp
-        self._public_uri = without_credentials(tracking_uri)
+        self._public_uri = safe_url(tracking_uri)
         self._writer = trace_spill.SpillWriter(spill_dir, self._public_uri)
         self._cond = threading.Condition()
         self._memory: deque[_Item] = deque()
