@@ -91,10 +91,6 @@ class ServeConfig:
     max_body_bytes: int = Limits.max_body_bytes
     max_json_depth: int = Limits.max_json_depth
     max_input_items: int = Limits.max_input_items
-
-    @property
-    def limits(self) -> Limits:
-        return Limits(self.max_body_bytes, self.max_json_depth, self.max_input_items)
     # SIGTERM -> exit: in-flight requests finish, queued traces are exported until this many seconds after the
     # signal, the rest is written to trace_spill_dir.
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
@@ -102,6 +98,10 @@ class ServeConfig:
     trace_memory_mb: float = DEFAULT_TRACE_MEMORY_MB  # finished traces held in memory; past it they spill to disk
     trace_exporters: int = DEFAULT_TRACE_EXPORTERS  # concurrent OTLP export requests
     trace_batch: int = DEFAULT_TRACE_BATCH  # traces per export request
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_body_bytes, self.max_json_depth, self.max_input_items)
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServeConfig:
