@@ -239,8 +239,12 @@ def replay_command(
     from .cli_spool import replay_spool, retarget_from_flags
     from .delivery import Spool
 
+    # --to may carry credentials (user:password@): they are used to connect to it, never stored or shown.
     settings = _spool_settings(
-        spool_dir=spool_dir, aws_access_key_id=aws_access_key_id, aws_secret_access_key=aws_secret_access_key
+        spool_dir=spool_dir,
+        tracking_uri=to,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
     )
     try:
         retarget = retarget_from_flags(settings, to, experiment, s3_endpoint_url, source)

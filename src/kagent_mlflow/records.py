@@ -64,6 +64,12 @@ class Destination(BaseModel):
     s3_endpoint_url: str | None = None
     artifact_location: str | None = None
 
+    @field_validator("tracking_uri", "s3_endpoint_url")
+    @classmethod
+    def _no_credentials(cls, uri: str | None) -> str | None:
+        """Whatever made it (settings, a flag, a hand-edited spool line), a destination holds no credentials."""
+        return store_uri(uri) if uri is not None else None
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Destination:
         """The destination ``settings`` name (credentials stripped, the embedded store resolved to its path)."""

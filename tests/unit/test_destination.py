@@ -275,3 +275,38 @@ def test_replay_refuses_bad_flags_in_one_line(spool_dir: Path, args: list[str], 
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert Spool(spool_dir).status().pending == 1
+
+
+def test_every_replay_flag_the_docs_name_exists() -> None:
+    """Docs once listed replay flags that did not exist (issue 8, Why #7); every one named now is real."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
+    named = set()
+    for match in re.finditer(r"replay((?: +--[\w-]+(?: +[^\s`-][^\s`]*)?)+)", text):
+        named.update(re.findall(r"--[\w-]+", match.group(1)))
+    assert {"--to", "--from", "--experiment", "--s3-endpoint-url"} <= named
+    help_text = runner.invoke(app, ["replay", "--help"]).output
+    missing = {flag for flag in named if flag not in help_text}
+    assert not missing, f"docs name replay flags that do not exist: {missing}"
+
+
+def test_replay_to_with_credentials_connects_with_them_and_never_shows_them(
+    spool_dir: Path, sinks: dict[str, FakeSink]
+) -> None:
+    spool_records(spool_dir, [record(DEV)])
+    result = runner.invoke(app, ["replay", "--to", "http://ops:TOPSECRET1@rescue:5000/?token=TOPSECRET2"])
+    assert result.exit_code == 0, result.output
+    assert "TOPSECRET" not in result.output
+    (sink,) = sinks.values()
+    assert "TOPSECRET" not in sink.destination.model_dump_json()
+    assert sink.settings.tracking_uri.startswith("http://ops:TOPSECRET1@")  # what the real sink connects with
+
+
+def test_a_hand_edited_destination_loses_its_credentials_when_read(tmp_path: Path) -> None:
+    line = record(DEV).model_dump(mode="json")
+    line["destination"]["tracking_uri"] = "http://eve:STOLEN@dev-mlflow:5000/"
+    tmp_path.joinpath("00000000000000000001-1-aaaaaa.jsonl").write_text(json.dumps(line) + "\n")
+    (waiting,) = Spool(tmp_path).status().waiting
+    assert waiting.destination is not None and waiting.destination.tracking_uri == "http://dev-mlflow:5000"
