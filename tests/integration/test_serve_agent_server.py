@@ -289,12 +289,12 @@ def test_each_request_is_one_trace_with_agent_llm_and_tool_spans(agent_server, s
     assert trace.info.experiment_id == experiment.experiment_id
     spans = trace.data.spans
     types = [s.span_type for s in spans]
-    assert types.count("AGENT") == 1
+    assert types.count("AGENT") == 2  # the request's root span and the agent's own
     assert types.count("LLM") == 2  # tool call round + final answer
     assert [s.name for s in spans if s.span_type == "TOOL"] == ["get_pods"]
     by_id = {s.span_id: s for s in spans}
     root = next(s for s in spans if s.parent_id is None)
-    agent = next(s for s in spans if s.span_type == "AGENT")
+    agent = next(s for s in spans if s.span_type == "AGENT" and s.parent_id is not None)
     assert agent.parent_id == root.span_id
     for span in spans:
         if span.span_type in ("LLM", "TOOL"):

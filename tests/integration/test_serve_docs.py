@@ -103,7 +103,7 @@ def test_documented_examples_run_against_the_documented_server(backend):
     assert httpx_out.startswith("Scripted answer to: What is a Route in OpenShift?\n{")
     assert sdk_out.splitlines()[1].startswith("Scripted answer to: And how do I create one? ")
     assert stream_out.startswith("Scripted answer to: What is a Route in OpenShift?\nusage: {")
-    assert trace_out.splitlines()[:2] == ["UNKNOWN LlamaStackAgent.invoke", "AGENT apredict"]
+    assert trace_out.splitlines()[:2] == ["AGENT LlamaStackAgent.invoke", "AGENT apredict"]
     assert "LLM" in trace_out and "total_tokens" in trace_out
     assert "Scripted answer to: What is a Route in OpenShift?" in model_out
 

@@ -48,6 +48,8 @@ def classify(exc: BaseException) -> ServeError:
     for err in _chain(exc):
         names = _names(err)
         text = _one_line(err)
+        if isinstance(err, RequestTimeoutError):
+            return ServeError(504, "request_timeout", f"the request took too long: {text}")
         if names & {"RequestTimeoutError", "TimeoutError", "APITimeoutError", "TimeoutException", "ModelTimeoutError"}:
             return ServeError(504, "model_timeout", f"the model endpoint did not answer in time: {text}")
         if names & {"APIConnectionError", "ConnectError", "ModelUnreachableError", "ConnectionError"}:

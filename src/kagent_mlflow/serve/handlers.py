@@ -19,10 +19,13 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from .deadline import within
 from .errors import RequestTimeoutError, ServeError, classify
 from .middleware import record_failure
+from .root_span import completed_response, mark_agent, record_usage
 
 _DONE = object()
+TIMEOUT_SETTING = "KAGENT_MLFLOW_REQUEST_TIMEOUT"
 logger = logging.getLogger("kagent_mlflow.serve")
 
 
@@ -58,11 +61,13 @@ def async_handlers(agent: Any, request_timeout: float) -> tuple[Callable, Callab
     async def invoke(request: Any, offload: bool = False) -> Any:
         annotate_trace(request)
         try:
-            return await asyncio.wait_for(call(request, offload), request_timeout)
+            result = await asyncio.wait_for(call(request, offload), request_timeout)
         except asyncio.TimeoutError as exc:
-            raise _fail(RequestTimeoutError(f"no answer within {request_timeout:g}s")) from exc
+            raise _fail(RequestTimeoutError(_too_long(request_timeout))) from exc
         except Exception as exc:
             raise _fail(exc) from exc
+        record_usage(result)
+        return result
 
     async def stream(request: Any, offload: bool = False) -> AsyncIterator[Any]:
         annotate_trace(request)
@@ -70,8 +75,11 @@ def async_handlers(agent: Any, request_timeout: float) -> tuple[Callable, Callab
             events = apredict_stream(request)
         else:
             events = _in_thread(agent.predict_stream, request)
+        events = within(events, request_timeout, _too_long(request_timeout))  # one deadline for the whole answer
         try:
             async for event in events:
+                if (response := completed_response(event)) is not None:
+                    record_usage(response)
                 yield event
         except Exception as exc:
             raise _fail(exc) from exc
@@ -87,9 +95,11 @@ def blocking_handlers(agent: Any) -> tuple[Callable, Callable]:
     async def invoke(request: Any, offload: bool = False) -> Any:
         annotate_trace(request)
         try:
-            return agent.predict(request)
+            result = agent.predict(request)
         except Exception as exc:
             raise _fail(exc) from exc
+        record_usage(result)
+        return result
 
     async def stream(request: Any, offload: bool = False) -> AsyncIterator[Any]:
         annotate_trace(request)
@@ -104,17 +114,22 @@ def blocking_handlers(agent: Any) -> tuple[Callable, Callable]:
 
 
 def annotate_trace(request: Any) -> None:
-    """Group traces in MLflow's UI: the request's ``context.conversation_id`` becomes the trace's session and
-    ``context.user_id`` its user (the Responses ``user`` field is the fallback)."""
+    """Type the root span AGENT and group traces in MLflow's UI: the request's ``context.conversation_id`` becomes the
+    trace's session and ``context.user_id`` its user (the Responses ``user`` field is the fallback)."""
     import mlflow
 
     if mlflow.get_current_active_span() is None:  # tracing off
         return
+    mark_agent()
     context = getattr(request, "context", None)
     session = getattr(context, "conversation_id", None)
     user = getattr(context, "user_id", None) or getattr(request, "user", None)
     if session or user:
         mlflow.update_current_trace(session_id=session, user=user)
+
+
+def _too_long(timeout: float) -> str:
+    return f"the answer was not complete within {timeout:g} s; raise {TIMEOUT_SETTING} for longer answers"
 
 
 def _name(agent: Any, invoke: Callable, stream: Callable) -> None:
