@@ -18,7 +18,7 @@ class ErrorDetail(BaseModel):
     message: str = Field(description="One line: what was wrong and what to do.")
     type: str = Field(
         description="invalid_request_error, request_too_large, unsupported_media_type, model_unreachable, "
-        "model_error, model_timeout or server_error"
+        "model_error, model_timeout, request_timeout or server_error"
     )
     code: int = Field(description="The HTTP status again.")
 
