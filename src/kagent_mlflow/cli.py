@@ -257,8 +257,25 @@ def replay_command(
         return MlflowSink(settings, destination=destination)
 
     problem = replay_spool(Spool(settings.effective_spool_dir), retarget, make_sink, workers=workers, attempts=attempts)
+    problem = replay_traces(settings, to) or problem
     if problem:
         raise fail(problem, EXIT_NOT_LOGGED)
+
+
+def replay_traces(settings: Any, tracking_uri: str | None) -> str | None:
+    """Export the Agent Server traces spilled to disk (``kagent-mlflow serve``); the problem, if any."""
+    from .serve.config import trace_spill_dir
+    from .serve.trace_export import replay_spilled
+
+    directory = trace_spill_dir(settings)
+    report = replay_spilled(directory, tracking_uri)
+    if report.segments or report.in_use:
+        typer.echo(f"Agent Server traces: exported {report.exported} from {directory}; refused {report.rejected}.")
+    if report.in_use:
+        typer.echo(f"  {report.in_use} trace segment(s) are held by a running server, which is exporting them")
+    if report.rejected:
+        typer.echo(f"  refused traces are kept in {directory / 'rejected'}", err=True)
+    return f"{report.problem}; the rest stays in {directory}: run replay again later" if report.problem else None
 
 
 @app.command()

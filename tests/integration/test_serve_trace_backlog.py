@@ -116,7 +116,7 @@ def test_hung_mlflow_bounded_memory_sigterm_in_grace_then_next_start_exports_eac
         time.sleep(0.5)
 
 
-def test_mlflow_down_at_sigterm_exits_fast_with_traces_on_disk(
+def test_mlflow_down_at_sigterm_exits_fast_then_replay_exports_each_trace_once(
     agent_server_factory, mlflow_server_factory, scripted_model, tmp_path
 ):
     spill = tmp_path / "spill"
@@ -130,10 +130,25 @@ def test_mlflow_down_at_sigterm_exits_fast_with_traces_on_disk(
         args=["--shutdown-grace", "20"],
     )
     mlflow.kill()
+    ids = {f"down-{i}" for i in range(10)}
     with httpx.Client() as client:
-        for i in range(10):
-            ask(client, server.url, f"down-{i}")
+        for request_id in sorted(ids):
+            ask(client, server.url, request_id)
     took = sigterm_and_time(server)
     assert server.process.returncode in CLEAN_EXIT, server.log_tail()
     assert took < 15, f"SIGTERM took {took:.1f} s with MLflow down: it should not wait for a dead server"
     assert trace_spill.status(spill).traces == 10
+
+    mlflow.start()
+    replay = subprocess.run(
+        [KAGENT_MLFLOW, "replay"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "Agent Server traces: exported 10" in replay.stdout, replay.stdout
+    assert trace_spill.status(spill).traces == 0
+    seen = request_ids_in_mlflow(mlflow.url, "down-at-exit")
+    assert {rid: n for rid, n in seen.items() if rid in ids} == dict.fromkeys(ids, 1)

@@ -121,7 +121,7 @@ class ServeConfig:
             "max_json_depth": _env_int("KAGENT_MLFLOW_MAX_JSON_DEPTH", Limits.max_json_depth),
             "max_input_items": _env_int("KAGENT_MLFLOW_MAX_INPUT_ITEMS", Limits.max_input_items),
             "shutdown_grace": _env_float("KAGENT_MLFLOW_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
-            "trace_spill_dir": Path(os.environ.get("KAGENT_MLFLOW_TRACE_SPILL_DIR") or settings.home / "trace-spill"),
+            "trace_spill_dir": trace_spill_dir(settings),
             "trace_memory_mb": _env_float("KAGENT_MLFLOW_TRACE_MEMORY_MB", DEFAULT_TRACE_MEMORY_MB),
             "trace_exporters": _env_int("KAGENT_MLFLOW_TRACE_EXPORTERS", DEFAULT_TRACE_EXPORTERS),
             "trace_batch": _env_int("KAGENT_MLFLOW_TRACE_BATCH", DEFAULT_TRACE_BATCH),
@@ -139,6 +139,11 @@ class ServeConfig:
         if "shutdown_grace" in given and not 0 < float(given["shutdown_grace"]) <= 3600:  # type: ignore[arg-type]
             raise ConfigError(f"shutdown grace {given['shutdown_grace']!r} must be > 0 and <= 3600 seconds")
         return replace(self, **given)  # type: ignore[arg-type]
+
+
+def trace_spill_dir(settings: Settings) -> Path:
+    """Where the Agent Server spills traces (env ``KAGENT_MLFLOW_TRACE_SPILL_DIR``, default <data dir>/trace-spill)."""
+    return Path(os.environ.get("KAGENT_MLFLOW_TRACE_SPILL_DIR") or settings.home / "trace-spill")
 
 
 def _port(value: object) -> int:

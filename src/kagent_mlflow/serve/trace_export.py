@@ -249,17 +249,9 @@ class ExportPool:
         """Export one batch from the spill (only one thread at a time does this)."""
         try:
             segment = self._disk_segment()
-            if segment is None:
-                return
-            start = segment.position
-            records, end = segment.read(self.limits.batch_traces, self.limits.batch_bytes)
-            if all(self._deliver(exp, group) for exp, group in _by_experiment(records)):
-                segment.commit(end)
-                if segment.exhausted:
-                    segment.release()
-                    self._segment = None
-            else:
-                segment.position = start  # read again after the backoff
+            if segment is not None and self.export_batch(segment) and segment.exhausted:
+                segment.release()
+                self._segment = None
         except OSError as exc:
             logger.error("cannot read the trace spill %s: %s", self.spill_dir, exc)
             self._drop_segment()
@@ -267,6 +259,16 @@ class ExportPool:
             with self._cond:
                 self._disk_busy = False
                 self._cond.notify_all()
+
+    def export_batch(self, segment: trace_spill.ClaimedSegment) -> bool:
+        """Export the next batch of a claimed segment and commit it; False (nothing committed) if MLflow failed."""
+        start = segment.position
+        records, end = segment.read(self.limits.batch_traces, self.limits.batch_bytes)
+        if all(self._deliver(exp, group) for exp, group in _by_experiment(records)):
+            segment.commit(end)
+            return True
+        segment.position = start  # read again after the backoff
+        return False
 
     def _disk_segment(self) -> trace_spill.ClaimedSegment | None:
         if self._segment is not None:
@@ -345,6 +347,42 @@ class ExportPool:
             self._backoff = min(max(self._backoff * 2, 0.5), _MAX_BACKOFF_S)
             self._backoff_until = time.monotonic() + self._backoff
             self._cond.notify_all()
+
+
+@dataclass
+class ReplayReport:
+    exported: int = 0
+    rejected: int = 0
+    segments: int = 0
+    in_use: int = 0
+    problem: str | None = None
+
+
+def replay_spilled(directory: Path, tracking_uri: str | None = None) -> ReplayReport:
+    """Export every spilled trace no running server holds, each to the tracking server it was recorded for
+    (credentials from the environment, or from ``tracking_uri`` when it names that same server). Stops at the
+    first segment MLflow does not accept; safe to repeat (what is exported is committed, re-sending is harmless)."""
+    from .._urls import safe_url
+
+    report = ReplayReport(in_use=trace_spill.status(directory).in_use_segments)
+    for segment in trace_spill.claim(directory):
+        report.segments += 1
+        same = tracking_uri and safe_url(tracking_uri) == segment.tracking_uri
+        pool = ExportPool(tracking_uri if same else segment.tracking_uri, directory, ExportLimits(exporters=0))
+        try:
+            while True:  # at least once: a fully exported segment is deleted by the last commit
+                if not pool.export_batch(segment):
+                    report.problem = f"MLflow at {segment.tracking_uri} is not accepting traces right now"
+                    break
+                if segment.exhausted:
+                    break
+        finally:
+            segment.release()
+            report.exported += pool.stats.exported
+            report.rejected += pool.stats.rejected
+        if report.problem:
+            break
+    return report
 
 
 def _by_experiment(records: list[Record]) -> list[tuple[str, list[Record]]]:
