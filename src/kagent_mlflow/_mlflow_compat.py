@@ -1,11 +1,180 @@
-"""MLflow internals we rely on, in one place: when MLflow moves them, only this module changes.
+"""Every use of MLflow internals in one place: private names, non-public modules, raw OpenTelemetry spans.
 
-Each name says which MLflow internal it stands for; ``tests/unit/test_mlflow_compat.py`` checks they still resolve.
+Why they are used at all: MLflow's public client retries for minutes against a dead server, reads the S3 endpoint
+only from the process environment, and records traces through a process-wide tracer; the sink needs none of that
+(see ``sinks/_transport.py`` and ``sinks/_trace.py``). Each internal is reached through a function below, and
+:data:`INTERNALS` lists them all, so ``tests/unit/test_mlflow_compat.py`` resolves each one and fails naming the
+symbol when an MLflow release moves it. MLflow itself is imported inside the functions: importing this module stays
+free, and the self-check can name what is missing instead of failing on import.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+from collections.abc import Callable
 from typing import Any
+
+# "module:attribute.path" of every internal used here. Keep in step with the functions below.
+INTERNALS: tuple[str, ...] = (
+    "mlflow.utils.rest_utils:_get_http_response_with_retries",
+    "mlflow.store.artifact.s3_artifact_repo:S3ArtifactRepository._get_s3_client",
+    "mlflow.store.artifact.artifact_repository_registry:get_artifact_repository",
+    "mlflow.tracing.client:TracingClient.start_trace",
+    "mlflow.tracing.client:TracingClient.store",
+    "mlflow.tracing.client:TracingClient._upload_trace_data",
+    "mlflow.store.tracking.abstract_store:AbstractStore.log_spans",
+    "mlflow.store.tracking.abstract_store:AbstractStore.update_run_info",
+    "mlflow.store.tracking.rest_store:RestStore._get_server_version.cache_clear",
+    "mlflow.entities.trace_data:TraceData",
+    "mlflow.entities:Span",
+    "mlflow.tracing.utils:build_otel_context",
+    "mlflow.tracing.utils:dump_span_attribute_value",
+    "opentelemetry.sdk.trace:ReadableSpan",
+    "opentelemetry.sdk.resources:Resource.get_empty",
+    "mlflow.tracing.constant:SpanAttributeKey.CHAT_USAGE",
+    "mlflow.tracing.constant:SpanAttributeKey.SPAN_TYPE",
+)
+# Leading parameters the fail-fast wrapper passes positionally (it replaces ``max_retries`` .. ``raise_on_status``).
+HTTP_RETRY_PARAMS = (
+    "method",
+    "url",
+    "max_retries",
+    "backoff_factor",
+    "backoff_jitter",
+    "retry_codes",
+    "raise_on_status",
+)
+
+
+def resolve(path: str) -> Any:
+    """The object at ``"module:attr.path"``; raises ``ImportError``/``AttributeError`` naming what is missing."""
+    module_name, _, attrs = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for attr in attrs.split(".") if attrs else ():
+        obj = getattr(obj, attr)
+    return obj
+
+
+# -- HTTP: the single function all MLflow REST, OTLP and proxied-artifact requests go through --------------------------
+
+
+def http_request_function() -> Callable[..., Any] | None:
+    """MLflow's retrying HTTP helper (None if a release renamed it: its own retry settings then apply)."""
+    from mlflow.utils import rest_utils
+
+    return getattr(rest_utils, "_get_http_response_with_retries", None)
+
+
+def replace_http_request_function(function: Callable[..., Any]) -> None:
+    from mlflow.utils import rest_utils
+
+    rest_utils._get_http_response_with_retries = function
+
+
+def clear_server_version_cache() -> None:
+    """Forget the tracking server versions MLflow cached (a failed probe is cached as "no span support")."""
+    from mlflow.store.tracking.rest_store import RestStore
+
+    RestStore._get_server_version.cache_clear()
+
+
+# -- artifacts ---------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _s3_repository_class() -> type:
+    from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+    class ClientS3ArtifactRepository(S3ArtifactRepository):
+        """MLflow's S3 repository with a boto3 client given by the caller (not built from the environment)."""
+
+        def __init__(self, artifact_uri: str, tracking_uri: str, client: Callable[[], Any]) -> None:
+            super().__init__(artifact_uri, tracking_uri=tracking_uri)
+            self._client_factory = client
+
+        def _get_s3_client(self) -> Any:
+            return self._client_factory()
+
+    return ClientS3ArtifactRepository
+
+
+def s3_repository(artifact_uri: str, tracking_uri: str, client: Callable[[], Any]) -> Any:
+    """MLflow's S3 artifact repository for ``artifact_uri``, uploading with ``client()``."""
+    return _s3_repository_class()(artifact_uri, tracking_uri, client)
+
+
+def artifact_repository(artifact_uri: str, tracking_uri: str) -> Any:
+    """MLflow's own artifact repository for any URI (its resolution: env, IAM ...)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(artifact_uri, tracking_uri=tracking_uri)
+
+
+# -- traces and runs through the store, bound to one tracking URI ------------------------------------------------------
+
+
+def tracing_client(tracking_uri: str) -> Any:
+    from mlflow.tracing.client import TracingClient
+
+    return TracingClient(tracking_uri)
+
+
+def start_trace(client: Any, info: Any) -> Any:
+    return client.start_trace(info)
+
+
+def log_spans(client: Any, experiment_id: str, spans: list[Any]) -> None:
+    """Spans straight into the store (SQL stores keep them in the database); NotImplementedError without support."""
+    client.store.log_spans(experiment_id, spans)
+
+
+def upload_trace_data(client: Any, info: Any, spans: list[Any]) -> None:
+    """The spans as the trace's artifact: for servers without span storage."""
+    from mlflow.entities.trace_data import TraceData
+
+    client._upload_trace_data(info, TraceData(spans=spans))
+
+
+def end_run(client: Any, run_id: str, status: Any, end_time_ms: int) -> None:
+    """The store call, not ``MlflowClient.set_terminated``: that one adds a get_run and prints a link to stdout."""
+    client.store.update_run_info(run_id, run_status=status, end_time=end_time_ms, run_name=None)
+
+
+# -- finished spans built by hand (real start/end times, no global tracer) ---------------------------------------------
+
+
+def finished_span(
+    *,
+    name: str,
+    otel_trace_id: int,
+    span_id: int,
+    parent_id: int | None,
+    start_ns: int,
+    end_ns: int,
+    attributes: dict[str, Any],
+    status: Any,
+) -> Any:
+    """An ``mlflow.entities.Span`` around a finished OpenTelemetry ``ReadableSpan``; ``status`` is a SpanStatus."""
+    from mlflow.entities import Span
+    from mlflow.tracing.utils import build_otel_context, dump_span_attribute_value
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    otel = ReadableSpan(
+        name=name,
+        context=build_otel_context(otel_trace_id, span_id),
+        parent=build_otel_context(otel_trace_id, parent_id) if parent_id else None,
+        start_time=start_ns,
+        end_time=end_ns,
+        attributes={k: dump_span_attribute_value(v) for k, v in attributes.items() if v is not None},
+        status=status.to_otel_status(),
+        resource=Resource.get_empty(),
+    )
+    return Span(otel)
+
+
+# -- attributes of live spans (Pattern 2 agent) ------------------------------------------------------------------------
 
 
 def span_attribute_keys() -> Any:

@@ -25,15 +25,12 @@ from mlflow.tracing.constant import (
     TraceMetadataKey,
     TraceTagKey,
 )
-from mlflow.tracing.utils import build_otel_context, dump_span_attribute_value
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
 
+from .._mlflow_compat import finished_span
 from ..records import Interaction
 from .redact import Redactor
 
 PREVIEW_CHARS = 1000
-_EMPTY_RESOURCE = Resource.get_empty()
 
 
 def trace_id_for(interaction_id: str) -> str:
@@ -75,17 +72,16 @@ def _span(
         **attributes,
     }
     status = SpanStatus(SpanStatusCode.ERROR, error) if error else SpanStatus(SpanStatusCode.OK)
-    otel = ReadableSpan(
+    return finished_span(
         name=name,
-        context=build_otel_context(otel_trace_id, span_id),
-        parent=build_otel_context(otel_trace_id, parent_id) if parent_id else None,
-        start_time=start_ns,
-        end_time=end_ns,
-        attributes={k: dump_span_attribute_value(v) for k, v in attrs.items() if v is not None},
-        status=status.to_otel_status(),
-        resource=_EMPTY_RESOURCE,
+        otel_trace_id=otel_trace_id,
+        span_id=span_id,
+        parent_id=parent_id,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        attributes=attrs,
+        status=status,
     )
-    return Span(otel)
 
 
 def _preview(value: str | None) -> str | None:

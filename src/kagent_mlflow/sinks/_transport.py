@@ -5,13 +5,13 @@ Fail fast. MLflow's HTTP layer retries a failed request up to 7 times with expon
 environment on every call). Against a dead server that is minutes per record, while our delivery layer has its own
 retries and spool. Setting those environment variables would change every other MLflow user in the process (the
 Pattern 2 agent's tracing, a user's own code), so instead :func:`fail_fast` sets a ``ContextVar`` and a thin
-wrapper around ``mlflow.utils.rest_utils._get_http_response_with_retries`` (the single function all of MLflow's
+wrapper around MLflow's ``_get_http_response_with_retries`` (``_mlflow_compat``; the single function all of MLflow's
 REST, OTLP and proxied-artifact requests go through) applies our retry count and timeout only while that variable
 is set, i.e. only to calls made by this sink in the current thread. Everyone else sees MLflow's defaults.
 
 S3. ``S3ArtifactRepository`` takes credentials as constructor arguments but reads the endpoint from
 ``MLFLOW_S3_ENDPOINT_URL`` in the environment. :class:`ScopedS3` builds a boto3 client from *our* settings
-(endpoint, keys, short timeouts, no retries) and :func:`artifact_repository` hands it to a per-sink subclass, so
+(endpoint, keys, short timeouts, no retries) and :func:`artifact_repository` hands it to MLflow's S3 repository, so
 nothing leaks into the process environment. Without S3 settings, MLflow's own resolution (env, IAM ...) applies.
 """
 
@@ -24,9 +24,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
-from mlflow.utils import rest_utils
+from .. import _mlflow_compat as compat
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ _MARK = "_kagent_mlflow_wrapped"
 def _install() -> None:
     """Wrap MLflow's retrying HTTP helper once per process; behaviour is unchanged unless a policy is set."""
     with _install_lock:
-        original = getattr(rest_utils, "_get_http_response_with_retries", None)
+        original = compat.http_request_function()
         if original is None or getattr(original, _MARK, False):
             return  # already wrapped, or a future MLflow renamed it: its own retry settings then apply
 
@@ -62,7 +60,7 @@ def _install() -> None:
 
         setattr(wrapped, _MARK, True)
         wrapped.__wrapped__ = original  # type: ignore[attr-defined]
-        rest_utils._get_http_response_with_retries = wrapped
+        compat.replace_http_request_function(wrapped)
 
 
 @contextlib.contextmanager
@@ -110,19 +108,8 @@ class ScopedS3:
             return self._client
 
 
-class _SinkS3ArtifactRepository(S3ArtifactRepository):
-    """MLflow's S3 repository, but with the sink's own boto3 client (endpoint and keys from settings)."""
-
-    def __init__(self, artifact_uri: str, s3: ScopedS3, tracking_uri: str) -> None:
-        super().__init__(artifact_uri, tracking_uri=tracking_uri)
-        self._scoped_s3 = s3
-
-    def _get_s3_client(self) -> Any:
-        return self._scoped_s3.client()
-
-
 def artifact_repository(artifact_uri: str, tracking_uri: str, s3: ScopedS3 | None) -> Any:
     """The artifact repository for ``artifact_uri``; S3 URIs use this sink's own S3 client when configured."""
     if s3 is not None and artifact_uri.startswith("s3://"):
-        return _SinkS3ArtifactRepository(artifact_uri, s3, tracking_uri)
-    return get_artifact_repository(artifact_uri, tracking_uri=tracking_uri)
+        return compat.s3_repository(artifact_uri, tracking_uri, s3.client)
+    return compat.artifact_repository(artifact_uri, tracking_uri)

@@ -42,16 +42,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from mlflow.entities import RunStatus, ViewType
 from mlflow.exceptions import MlflowException, RestException
-from mlflow.tracing.client import TracingClient
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
+from .. import _mlflow_compat as compat
 from ..config import LOCAL_UI_HOST, LOCAL_UI_PORT, Settings
 from ..errors import DeliveryError
 from ..records import Destination, Interaction
@@ -137,7 +138,7 @@ class MlflowSink:
         )
         self._lock = threading.Lock()
         self._client: MlflowClient | None = None
-        self._tracing: TracingClient | None = None
+        self._tracing: Any = None  # MLflow's TracingClient, bound to this sink's tracking URI
         self._experiments: dict[str, str] = {}
         # What this sink already knows per interaction id (bounded): the run opened or written, and whether done.
         self._known: OrderedDict[str, _Known] = OrderedDict()
@@ -211,11 +212,8 @@ class MlflowSink:
             self._log_trace(interaction, experiment_id, run_id)
             self._step("trace", _stop_after)
 
-            # The store call, not MlflowClient.set_terminated: that one adds a get_run and prints a link to stdout.
             status = RunStatus.FINISHED if interaction.status == "ok" else RunStatus.FAILED
-            self._tracing_client().store.update_run_info(
-                run_id, run_status=status, end_time=interaction.ended_at_ms, run_name=None
-            )
+            compat.end_run(self._tracing_client(), run_id, status, interaction.ended_at_ms)
             self._remember(interaction.interaction_id, _Known(run_id, experiment_id, artifact_uri, done=True))
             self._step("end", _stop_after)
             return self._ref(experiment_id, run_id)
@@ -305,15 +303,15 @@ class MlflowSink:
         """
         built = build_trace(interaction, experiment_id, run_id, self._redact)
         tracing = self._tracing_client()
-        info = tracing.start_trace(built.info)
+        info = compat.start_trace(tracing, built.info)
         if self._spans_in_store is not False:
             try:
-                tracing.store.log_spans(experiment_id, built.spans)
+                compat.log_spans(tracing, experiment_id, built.spans)
                 self._spans_in_store = True
                 return
             except NotImplementedError:
                 if self._spans_in_store:  # worked before: the version probe failed transiently and got cached
-                    _clear_server_version_cache()
+                    compat.clear_server_version_cache()
                     raise DeliveryError(
                         f"MLflow at {self.tracking_uri}: could not read the server version to log spans",
                         tracking_uri=self.tracking_uri,
@@ -324,9 +322,7 @@ class MlflowSink:
                 if "not supported" not in (err.message or ""):
                     raise
                 self._spans_in_store = False
-        from mlflow.entities.trace_data import TraceData
-
-        tracing._upload_trace_data(info, TraceData(spans=built.spans))
+        compat.upload_trace_data(tracing, info, built.spans)
 
     # ---------------------------------------------------------------- helpers
 
@@ -339,10 +335,10 @@ class MlflowSink:
                     self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 
-    def _tracing_client(self) -> TracingClient:
+    def _tracing_client(self) -> Any:
         if self._tracing is None:
             self._mlflow()
-            self._tracing = TracingClient(self.tracking_uri)
+            self._tracing = compat.tracing_client(self.tracking_uri)
         return self._tracing
 
     def _experiment_id(self, name: str) -> str:
@@ -437,9 +433,3 @@ def _printable(interaction: Interaction) -> Interaction:
     except PydanticSerializationError:
         return Interaction.model_validate(printable_data(interaction.model_dump(mode="json")))
     return interaction
-
-
-def _clear_server_version_cache() -> None:
-    from mlflow.store.tracking.rest_store import RestStore
-
-    RestStore._get_server_version.cache_clear()
