@@ -34,6 +34,16 @@ INTERNALS: tuple[str, ...] = (
     "opentelemetry.sdk.resources:Resource.get_empty",
     "mlflow.tracing.constant:SpanAttributeKey.CHAT_USAGE",
     "mlflow.tracing.constant:SpanAttributeKey.SPAN_TYPE",
+    "mlflow.tracing.provider:_get_mlflow_span_processor",
+    "mlflow.tracing.provider:reset",
+    "mlflow.tracing.processor.mlflow_v3:MlflowV3SpanProcessor",
+    "mlflow.tracing.utils.otlp:should_export_otlp_metrics",
+    "mlflow.tracing.utils.otlp:OTLP_TRACES_PATH",
+    "mlflow.tracing.trace_manager:InMemoryTraceManager.get_instance",
+    "mlflow.entities:Span.to_otel_proto",
+    "mlflow.utils.credentials:get_default_host_creds",
+    "mlflow.utils.rest_utils:http_request",
+    "mlflow.genai.agent_server.utils:get_request_headers",
 )
 # Leading parameters the fail-fast wrapper passes positionally (it replaces ``max_retries`` .. ``raise_on_status``).
 HTTP_RETRY_PARAMS = (
