@@ -148,6 +148,19 @@ def test_in_cluster_card_url_is_not_used(a2a_agent: A2AAgent) -> None:
         assert reply.protocol_version == "1.0"
 
 
+def test_a_query_in_the_url_goes_with_the_card_request_and_the_messages(a2a_agent: A2AAgent) -> None:
+    """``?api_key=...`` (a gateway's credential): the card is still found after its path, and the card's endpoint
+    keeps the query. Before, the card was looked for under ``/?api_key=.../.well-known/...`` and the agent fell back
+    to A2A 0.3 under the URL's host name."""
+    url = f"{a2a_agent.url}?api_key=QUERYSECRET456"
+    with AgentClient(url, timeout=30) as agent:
+        reply = agent.ask("With a key?")
+
+        assert agent.endpoint is not None and agent.endpoint.url == url
+        assert agent.endpoint.card_url == f"{a2a_agent.url}.well-known/agent-card.json"
+    assert (reply.answer, reply.protocol_version, reply.agent_name) == (answer_for("With a key?"), "1.0", "test-agent")
+
+
 def test_legacy_card_and_protocol_0_3(a2a_agent: A2AAgent) -> None:
     with AgentClient(a2a_agent.v03_url, timeout=30) as agent:
         reply = agent.ask("Old protocol?")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .._urls import safe_url
 
@@ -64,11 +64,14 @@ async def fetch_card(http: httpx.AsyncClient, url: str) -> tuple[AgentCard, str]
     """
     from a2a.client import A2ACardResolver, AgentCardResolutionError
 
-    resolver = A2ACardResolver(http, url)
+    parts = urlsplit(url)  # a query (e.g. ``?api_key=``) goes with the card request, after the card's path
+    resolver = A2ACardResolver(http, urlunsplit(parts._replace(query="", fragment="")))
+    http_kwargs = {"params": parse_qsl(parts.query, keep_blank_values=True)} if parts.query else None
     reasons = []
     for path in CARD_PATHS:
         try:
-            return await resolver.get_agent_card(relative_card_path=path), f"{resolver.base_url}/{path}"
+            card = await resolver.get_agent_card(relative_card_path=path, http_kwargs=http_kwargs)
+            return card, f"{resolver.base_url}/{path}"
         except AgentCardResolutionError as err:
             if _is_network_error(err):
                 raise
@@ -87,6 +90,12 @@ def _is_network_error(err: BaseException) -> bool:
     return False
 
 
+def _keep_query(card_url: str, given: str) -> str:
+    """The card's endpoint, carrying the query of the URL the user gave (e.g. an ``?api_key=`` a gateway wants)."""
+    card, query = urlsplit(card_url), urlsplit(given).query
+    return urlunsplit(card._replace(query=query)) if query and not card.query else card_url
+
+
 def endpoint_from_card(card: AgentCard, url: str, card_url: str) -> Endpoint:
     """Pick the card's JSON-RPC interface (1.0 preferred) and point it at the URL we can reach."""
     from a2a.types.a2a_pb2 import AgentCard as Card
@@ -98,7 +107,7 @@ def endpoint_from_card(card: AgentCard, url: str, card_url: str) -> Endpoint:
         raise CardUnavailable(f"the card offers no JSON-RPC interface (offers: {offered})")
     chosen = next((i for i in interfaces if short_version(i.protocol_version or "0.3") == "1.0"), interfaces[0])
     version = short_version(chosen.protocol_version or "0.3")
-    target = chosen.url if chosen.url and same_origin(chosen.url, url) else url
+    target = _keep_query(chosen.url, url) if chosen.url and same_origin(chosen.url, url) else url
     rewritten = Card()
     rewritten.CopyFrom(card)
     del rewritten.supported_interfaces[:]
