@@ -195,3 +195,41 @@ def test_a_hung_blocking_tool_never_takes_more_than_the_bounded_pool(scripted_mo
     assert pool.stuck == 0
     assert final_text(agent.predict(ask("hang"))) == "released"
     assert pool.threads == 1
+
+
+def test_sub_agents_never_wait_for_a_tool_thread_their_own_delegation_holds(scripted_model) -> None:
+    """With ONE tool thread, a specialist's blocking tool still runs: delegations do not take pool threads."""
+
+    @tool
+    def get_pods(namespace: str) -> str:
+        """List pods."""
+        return f"{namespace}-web-1 Running"
+
+    scripted_model.set_script(
+        [
+            {
+                "has_tool": "ask_k8s",
+                "after_tool": False,
+                "tool_calls": [{"name": "ask_k8s", "arguments": {"request": "check prod"}}],
+            },
+            {"has_tool": "ask_k8s", "after_tool": True, "reply": "Summary: {tool_outputs}"},
+            {
+                "system": "cluster specialist",
+                "after_tool": False,
+                "tool_calls": [{"name": "get_pods", "arguments": {"namespace": "prod"}}],
+            },
+            {"system": "cluster specialist", "after_tool": True, "reply": "k8s: {tool_outputs}"},
+        ]
+    )
+    pool = ToolThreads(1)
+    k8s = make_agent(
+        scripted_model,
+        name="k8s",
+        instructions="You are a cluster specialist.",
+        tools=[get_pods],
+        tool_threads=pool,
+        tool_timeout=2,
+    )
+    boss = supervisor([k8s], base_url=scripted_model.root, model="scripted-model", tool_threads=pool)
+    assert final_text(boss.predict(ask("Is prod OK?"))) == "Summary: k8s: prod-web-1 Running"
+    assert pool.stuck == 0

@@ -202,6 +202,7 @@ class LlamaStackAgent(ResponsesAgent):
             afunc=adelegate,
             timeout=self.config.timeout * self.max_steps + 5,
             return_direct=return_direct,
+            delegates=True,
         )
 
 

@@ -80,12 +80,35 @@ def _tool_span(call: ToolCallRequest, caller: Caller) -> Iterator[list[ToolResul
 
 
 def _submit(prepared: PreparedCall, threads: ToolThreads) -> Future[Any] | ToolResult:
-    """Start a blocking call on the pool in a copy of this context (so sub-agent spans nest under the tool's)."""
+    """Start a blocking call on the pool in a copy of this context (so sub-agent spans nest under the tool's); a
+    sub-agent delegation on a daemon thread of its own (see ``Tool.delegates``)."""
     context = contextvars.copy_context()
+    if prepared.tool.delegates:
+        return _on_own_thread(lambda: context.run(prepared.blocking()), prepared.label)
     try:
         return threads.submit(lambda: context.run(prepared.blocking()))
     except ToolThreadsExhausted as exc:
         return ToolResult(f"Error: {prepared.label} not started: {exc}", error=str(exc))
+
+
+def _on_own_thread(fn: Callable[[], Any], label: str) -> Future[Any]:
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"kagent-{label}", daemon=True).start()
+    return future
+
+
+def _give_up(settings: ToolSettings, prepared: PreparedCall, future: Future[Any], what: str) -> None:
+    """The caller stops waiting: a pool call counts as stuck (a delegation is bounded by its own timeouts)."""
+    if not prepared.tool.delegates:
+        settings.threads.abandon(future, what)
 
 
 def _settled(prepared: PreparedCall, future: Future[Any]) -> ToolResult:
@@ -183,7 +206,7 @@ def _end_blocking(settings: ToolSettings, run: _Running) -> ToolResult:
     if run.future.done():
         result = _settled(run.prepared, run.future)
     else:
-        settings.threads.abandon(run.future, run.prepared.label)
+        _give_up(settings, run.prepared, run.future, run.prepared.label)
         result = run.prepared.timed_out()
     run.box.append(result)
     run.context.run(run.span.__exit__, None, None, None)
@@ -245,10 +268,10 @@ async def _run_one(settings: ToolSettings, call: ToolCallRequest) -> ToolResult:
     try:
         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), prepared.timeout)
     except asyncio.TimeoutError:
-        settings.threads.abandon(future, prepared.label)
+        _give_up(settings, prepared, future, prepared.label)
         return prepared.timed_out()
     except asyncio.CancelledError:  # the request was cancelled (e.g. its deadline): the thread runs on, counted
-        settings.threads.abandon(future, f"{prepared.label} (request cancelled)")
+        _give_up(settings, prepared, future, f"{prepared.label} (request cancelled)")
         raise
     except Exception:  # noqa: BLE001 - reported by _settled
         pass

@@ -89,6 +89,9 @@ class Tool:
     afunc: Callable[..., Awaitable[Any]] | None = None
     timeout: float | None = None
     return_direct: bool = False  # the tool's output is the agent's final answer (used for routing)
+    # A delegation to a sub-agent: its blocking form runs on a thread of its own, not on the bounded tool pool, so
+    # agents that wait for their own tools can never starve that pool (it is bounded by its own model/tool timeouts).
+    delegates: bool = False
     args_model: type[BaseModel] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
