@@ -126,6 +126,19 @@ def test_settings_are_checked() -> None:
         ToolThreads(0)
 
 
+@pytest.mark.parametrize("value", ["0", "many", "-3"])
+def test_a_bad_tool_thread_limit_fails_when_the_agent_is_made(monkeypatch, value: str) -> None:
+    from kagent_mlflow.agent import threads
+    from kagent_mlflow.errors import ConfigError
+
+    monkeypatch.setattr(threads, "_shared", None)
+    monkeypatch.setenv("KAGENT_MLFLOW_TOOL_THREADS", value)
+    with pytest.raises(ConfigError, match=f"KAGENT_MLFLOW_TOOL_THREADS='{value}' must be a whole number >= 1"):
+        agent()
+    monkeypatch.setenv("KAGENT_MLFLOW_TOOL_THREADS", "3")
+    assert agent().tool_threads.limit == 3
+
+
 def test_tool_threads_are_bounded_and_count_calls_that_hang(caplog) -> None:
     threads = ToolThreads(2)
     release, started = threading.Event(), threading.Semaphore(0)
@@ -159,3 +172,36 @@ def test_a_job_queued_behind_busy_threads_is_cancelled_not_counted_when_abandone
     assert queued.cancelled() and threads.stuck == 0
     release.set()
     assert busy.result(timeout=10) is True
+
+
+def test_one_parser_folds_streamed_chunks_into_the_reply() -> None:
+    """The chunk parser both model-streaming paths feed (sync and async iterators of the same chunks)."""
+    from openai.types.chat import ChatCompletionChunk
+
+    from kagent_mlflow.agent.reply import StreamAccumulator, TextDelta
+
+    def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None) -> ChatCompletionChunk:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        body = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": choices}
+        return ChatCompletionChunk.model_validate({**body, "usage": usage} if usage else body)
+
+    call = {"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_pods", "arguments": ""}}
+    chunks = [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Checking "}),
+        chunk({"content": "pods."}),
+        chunk({"tool_calls": [call]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"namespace"'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": ': "prod"}'}}]}),
+        chunk({}, finish="tool_calls"),
+        chunk(usage={"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}),
+    ]
+    acc = StreamAccumulator("m")
+    deltas = [d for d in (acc.add(c) for c in chunks) if d is not None]
+    assert deltas == [TextDelta("c1", "Checking "), TextDelta("c1", "pods.")]
+    result = acc.result()
+    assert (result.item_id, result.text, result.finish_reason) == ("c1", "Checking pods.", "tool_calls")
+    assert [(c.call_id, c.name, c.arguments) for c in result.tool_calls] == [
+        ("call_a", "get_pods", '{"namespace": "prod"}')
+    ]
+    assert result.usage == Usage(5, 4, 9, reported=True)

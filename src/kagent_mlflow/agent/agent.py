@@ -98,7 +98,7 @@ class LlamaStackAgent(ResponsesAgent):
         self.max_steps = max_steps
         self.tool_timeout = tool_timeout
         self.tool_concurrency = tool_concurrency
-        self._tool_threads = tool_threads
+        self._tool_threads = tool_threads or shared_tool_threads()  # now: a bad KAGENT_MLFLOW_TOOL_THREADS fails here
 
     @property
     def tool_threads(self) -> ToolThreads:

@@ -63,7 +63,9 @@ async def aevents(agent: LlamaStackAgent, request: ResponsesAgentRequest, stream
             yield _passed_on(turn, step)
 
 
-def _start(agent: LlamaStackAgent, request: ResponsesAgentRequest, stream: bool) -> tuple:
+def _start(
+    agent: LlamaStackAgent, request: ResponsesAgentRequest, stream: bool
+) -> tuple[Turn, Drive, Caller, ToolSettings]:
     turn = Turn(agent, request)
     core = Drive(turn_steps(turn, agent.tool_specs(), stream))
     settings = ToolSettings(agent.tools, agent.tool_timeout, agent.tool_concurrency, agent.tool_threads)

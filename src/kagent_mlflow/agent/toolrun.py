@@ -241,8 +241,7 @@ async def run_async(
                 yield getter.result()
             else:
                 getter.cancel()
-        await asyncio.sleep(0)  # let events sent just before the last call finished arrive
-        while not events.empty():
+        while not events.empty():  # sent before their call finished, so already queued
             yield events.get_nowait()
         out.append(ToolRound(list(gathered.result()), streamed=caller.forwarded > 0))
     finally:
