@@ -50,21 +50,20 @@ def child(args: argparse.Namespace) -> None:
     """Run in a fresh process so its peak RSS is the recorder's, not the parent's."""
     quiet_mlflow()
     from kagent_mlflow.config import Settings
-    from kagent_mlflow.delivery import Recorder, Spool
-    from kagent_mlflow.sinks.mlflow import MlflowSink
+    from kagent_mlflow.delivery.pipeline import build_pipeline
 
     settings = Settings(tracking_uri=args.tracking_uri, experiment_name=args.experiment, home=Path(args.home))
-    sink = MlflowSink(settings)
-    sink.write(sample_interaction(-1, args.experiment))  # warm: experiment lookup, connection pool, imports
-    rss_before = rss_mb()
-    recorder = Recorder(
-        lambda: sink,
-        Spool(args.spool),
+    pipeline = build_pipeline(
+        settings,
+        spool_dir=args.spool,
         workers=args.workers,
         queue_size=args.queue_size,
         retry_interval=2.0,
         retry_gap=0.2,
     )
+    pipeline.sink().write(sample_interaction(-1, args.experiment))  # warm: experiment lookup, connections, imports
+    rss_before = rss_mb()
+    recorder = pipeline.recorder()
     t0 = time.perf_counter()
     for i in range(args.backlog):
         recorder.record(sample_interaction(i, args.experiment))
@@ -87,7 +86,7 @@ def child(args: argparse.Namespace) -> None:
                 "handoff_s": handoff_s,
                 "rss_before_mb": rss_before,
                 "rss_peak_mb": rss_mb(),
-                "spooled_left": Spool(args.spool).status().pending,
+                "spooled_left": pipeline.status().pending,
             }
         )
     )

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> str:
         )
         logger = KagentMLflowLogger(settings=settings)
         client = logger._client()  # one client (connection pool) shared by all variants
-        recorder = logger._get_recorder()
+        recorder = logger.pipeline.recorder()  # the pipeline the logger built from its Settings
         suffix = f" [slow:{args.agent_ms}]" if args.agent_ms else ""
 
         def off(i: int) -> float:

@@ -99,71 +99,42 @@ def ask(
         if not as_json:
             print_header(question, logger)
         try:
-            result: dict[str, Any] = logger.send_question(question, run_name=run_name, timeout=timeout)
+            result = logger.send_question(question, run_name=run_name, timeout=timeout)
         except AgentError as err:
-            result = {"answer": None, "status": "error", "error": str(err)}
-            interaction = getattr(err, "interaction", None)
-            if interaction is not None:
-                result.update(_interaction_fields(interaction))
-            settle_delivery(logger, getattr(err, "result", None), result, flush_timeout)
-            report(result, logger, as_json)
+            shown = {"answer": None, "status": "error"}
+            if err.result is not None:
+                shown |= settle_delivery(logger, err.result, flush_timeout)[1]
+            report(shown | {"error": str(err)}, logger, as_json)
             raise fail(str(err), EXIT_AGENT_FAILED) from None
         except KagentMlflowError as err:
             raise fail(str(err), EXIT_BAD_INPUT) from None
         if not as_json:
             report_answer(result)  # the answer first, before anything waits for MLflow
-        outcome = settle_delivery(logger, result, result, flush_timeout)
+        state, shown = settle_delivery(logger, result, flush_timeout)
         if as_json:
-            report(result, logger, as_json)
+            report(shown, logger, as_json)
         else:
-            report_logging(result, logger.settings.is_embedded)
-        if outcome == "rejected":
-            raise fail(f"answer not logged: {result['logging_error']}", EXIT_NOT_LOGGED)
-        if outcome == "lost":
-            raise fail(f"answer not logged, {result['logging_error']}", EXIT_RECORD_LOST)
+            report_logging(shown, logger.settings.is_embedded)
+        if state == "rejected":
+            raise fail(f"answer not logged: {shown['logging_error']}", EXIT_NOT_LOGGED)
+        if state == "lost":
+            raise fail(f"answer not logged, {shown['logging_error']}", EXIT_RECORD_LOST)
 
 
-def settle_delivery(logger: Any, source: Any, into: dict[str, Any], flush_timeout: float) -> str:
-    """Wait (bounded) for the record to reach MLflow, then copy the run keys of ``source`` into ``into``.
+def settle_delivery(logger: Any, result: Any, flush_timeout: float) -> tuple[str, dict[str, Any]]:
+    """Wait (bounded) for the record to reach MLflow, settle the result; its state and what to show.
 
-    Returns "delivered", "spooled" (kept on disk and retried later: not an error), "rejected" (MLflow refused it)
-    or "lost" (neither delivered nor spooled).
+    States: "delivered", "spooled" (kept on disk and retried later: not an error), "rejected" (MLflow refused it),
+    "lost" (neither delivered nor spooled).
     """
     logger.flush(flush_timeout)
     logger.close(timeout=0)  # whatever is still undelivered is already in the spool: don't wait twice
-    if callable(getattr(into, "resolve", None)):
-        into.resolve()  # settle the lazy run keys now, so a later read cannot overwrite the outcome set below
-    delivery = getattr(source, "delivery", None)
-    if delivery is None:
-        into.update(run_id=None, run_url=None, logging_error=None)
-        return "spooled"
-    if delivery.ref is not None:
-        into.update(run_id=delivery.ref.run_id, run_url=delivery.ref.url, logging_error=None)
-        return "delivered"
-    if delivery.lost:
-        into.update(run_id=None, run_url=None, logging_error=f"record lost: {delivery.error}")
-        return "lost"
-    pending = getattr(source, "pending_run", None)
-    opened = pending.ref if pending is not None and pending.done() else None  # replay completes this same run
-    why = delivery.error if delivery.spooled else f"not delivered within {flush_timeout:g}s"
-    into.update(
-        run_id=opened.run_id if opened else None,
-        run_url=opened.url if opened else None,
-        logging_error=f"{why}; record kept in the spool {logger.settings.effective_spool_dir}",
-    )
-    return "rejected" if delivery.rejected else "spooled"
-
-
-def _interaction_fields(interaction: Any) -> dict[str, Any]:
-    return {
-        "interaction_id": interaction.interaction_id,
-        "agent": interaction.agent_name,
-        "usage": interaction.usage,
-        "latency_ms": interaction.latency_ms,
-        "task_id": interaction.task_id,
-        "context_id": interaction.context_id,
-        "task_state": interaction.task_state,
-    }
+    outcome = result.settle(timeout=0).outcome
+    shown = result.to_dict()
+    if outcome.state != "on_its_way":
+        return outcome.state, shown
+    why = f"not delivered within {flush_timeout:g}s; record kept in the spool {logger.pipeline.spool.directory}"
+    return "spooled", shown | {"logging_error": why}
 
 
 def print_header(question: str, logger: Any) -> None:
@@ -237,7 +208,7 @@ def replay_command(
     environment or the flags. Sending records elsewhere is explicit: --to, --experiment, --s3-endpoint-url.
     """
     from .cli_spool import replay_spool, retarget_from_flags
-    from .delivery import Spool
+    from .delivery.pipeline import build_pipeline
 
     # --to may carry credentials (user:password@): they are used to connect to it, never stored or shown.
     settings = _spool_settings(
@@ -251,12 +222,8 @@ def replay_command(
     except KagentMlflowError as err:
         raise fail(str(err), EXIT_BAD_INPUT) from None
 
-    def make_sink(destination: Any) -> Any:
-        from .sinks.mlflow import MlflowSink
-
-        return MlflowSink(settings, destination=destination)
-
-    problem = replay_spool(Spool(settings.effective_spool_dir), retarget, make_sink, workers=workers, attempts=attempts)
+    pipeline = build_pipeline(settings)
+    problem = replay_spool(pipeline.spool, retarget, pipeline.sink_for, workers=workers, attempts=attempts)
     problem = replay_traces(settings, to) or problem
     if problem:
         raise fail(problem, EXIT_NOT_LOGGED)
@@ -287,10 +254,9 @@ def status(
 ) -> None:
     """Show what waits in the spool for MLflow: per destination (URI, experiment), how many and since when."""
     from .cli_spool import show_status
-    from .delivery import Spool
+    from .delivery.pipeline import build_pipeline
 
-    settings = _spool_settings(spool_dir=spool_dir)
-    show_status(Spool(settings.effective_spool_dir).status(), as_json)
+    show_status(build_pipeline(_spool_settings(spool_dir=spool_dir)).status(), as_json)
 
 
 def _spool_settings(**overrides: Any) -> Any:

@@ -8,6 +8,8 @@ from ._urls import safe_url, scrub_urls
 
 if TYPE_CHECKING:
     from .a2a.models import AgentReply
+    from .records import Interaction
+    from .result import QuestionResult
 
 
 class KagentMlflowError(Exception):
@@ -32,13 +34,38 @@ class AgentError(KagentMlflowError):
         task_state: str | None = None,
         raw: object = None,
         reply: AgentReply | None = None,
+        result: QuestionResult | None = None,
     ) -> None:
         self.url = safe_url(url)
         self.cause = scrub_urls(cause)
         self.task_state = task_state
         self.raw = raw
         self.reply = reply  # what could be parsed (ids, state, usage) when the agent did answer
+        self.result = result  # from send_question: the failed interaction as recorded (run keys settle on read)
         super().__init__(f"agent at {self.url}: {self.cause}")
+
+    def with_result(self, result: QuestionResult) -> AgentError:
+        """The same failure, of the same type, carrying the recorded interaction (``send_question`` raises this)."""
+        return type(self)(
+            self.url, self.cause, task_state=self.task_state, raw=self.raw, reply=self.reply, result=result
+        )
+
+    @property
+    def interaction(self) -> Interaction | None:
+        return self.result.interaction if self.result is not None else None
+
+    @property
+    def run_id(self) -> str | None:
+        """The failed interaction's run (reading it waits, bounded, like ``result["run_id"]``)."""
+        return self.result["run_id"] if self.result is not None else None
+
+    @property
+    def run_url(self) -> str | None:
+        return self.result["run_url"] if self.result is not None else None
+
+    @property
+    def logging_error(self) -> str | None:
+        return self.result["logging_error"] if self.result is not None else None
 
 
 class AgentUnreachableError(AgentError):

@@ -30,7 +30,7 @@ def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def fake_sink(monkeypatch: pytest.MonkeyPatch) -> FakeSink:
     sink = FakeSink()
     module = types.ModuleType("kagent_mlflow.sinks.mlflow")
-    module.MlflowSink = lambda settings, destination=None: sink  # type: ignore[attr-defined]
+    module.MlflowSink = lambda settings, **_: sink  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "kagent_mlflow.sinks.mlflow", module)
     return sink
 

@@ -11,6 +11,7 @@ import pytest
 
 from kagent_mlflow.a2a.models import AgentReply
 from kagent_mlflow.config import Settings
+from kagent_mlflow.delivery.pipeline import build_pipeline
 from kagent_mlflow.errors import AgentTaskError
 from kagent_mlflow.logger import KagentMLflowLogger
 
@@ -45,9 +46,9 @@ def make_logger(tmp_path: Path):
 
     def factory(sink: FakeSink, agent: FakeAgent | None = None) -> KagentMLflowLogger:
         settings = Settings(a2a_url="http://127.0.0.1:1/api/a2a/ns/agent/", home=tmp_path, tracking_uri="http://x:1")
-        logger = KagentMLflowLogger(settings=settings, run_id_timeout=5)
+        pipeline = build_pipeline(settings, sink_factory=lambda: sink)
+        logger = KagentMLflowLogger(settings=settings, run_id_timeout=5, pipeline=pipeline)
         logger._agent_client = agent or FakeAgent()
-        logger._sink = sink
         made.append(logger)
         return logger
 
@@ -105,5 +106,57 @@ def test_agent_failure_is_recorded_and_raised_with_the_run(make_logger) -> None:
         logger.send_question("hi")
     assert logger.flush(5)
     err = info.value
+    assert type(err) is AgentTaskError and err.task_state == "failed"
     assert err.run_id == sink.runs[err.interaction.interaction_id]["run_id"]
     assert err.interaction.status == "error" and sink.complete() == 1
+    assert err.result["run_id"] == err.run_id and dict(err.result)["status"] == "error"
+    assert "run_id" not in vars(err)  # typed: carried by the result given at construction, not patched on
+
+
+def test_failure_is_raised_without_waiting_for_mlflow(make_logger) -> None:
+    sink = FakeSink()
+    sink.gate = threading.Event()  # MLflow hangs
+    logger = make_logger(sink, FakeAgent(fail=True))
+    logger.run_id_timeout = 30
+    t0 = time.monotonic()
+    with pytest.raises(AgentTaskError) as info:
+        logger.send_question("hi")
+    assert not info.value.result.delivery.wait(0)  # raised while MLflow still hangs: nothing waited for it
+    assert info.value.result.outcome is None  # run keys not settled yet
+    sink.gate.set()
+    assert time.monotonic() - t0 < 25  # generous: the old code waited run_id_timeout (30 s) before raising
+
+
+READS = {
+    "item": lambda r: r["run_id"],
+    "get": lambda r: r.get("run_id"),
+    "dict": lambda r: dict(r)["run_id"],
+    "unpack": lambda r: {**r}["run_id"],
+    "json": lambda r: json.loads(json.dumps(r))["run_id"],
+    "items": lambda r: dict(r.items())["run_id"],
+    "values": lambda r: list(r.values())[list(r.keys()).index("run_id")],
+    "copy": lambda r: r.copy()["run_id"],
+    "to_dict": lambda r: r.to_dict()["run_id"],
+    "pop": lambda r: r.pop("run_id"),
+    "setdefault": lambda r: r.setdefault("run_id", "other"),
+    "or": lambda r: (r | {})["run_id"],
+    "pickle": lambda r: __import__("pickle").loads(__import__("pickle").dumps(r))["run_id"],
+}
+
+
+@pytest.mark.parametrize("way", sorted(READS))
+def test_every_way_of_reading_the_result_gives_the_real_run_id(make_logger, way: str) -> None:
+    sink = FakeSink()
+    logger = make_logger(sink)
+    result = logger.send_question("hi")
+    assert dict.keys(result) >= {"answer", "run_id", "response", "latency_ms"}  # the seed's keys are kept
+    # The first read of any kind settles the run keys (bounded wait), so each way sees the real id.
+    assert READS[way](result) == sink.runs[dict.__getitem__(result, "interaction_id")]["run_id"]
+
+
+def test_result_reads_agree_with_each_other(make_logger) -> None:
+    logger = make_logger(FakeSink())
+    result = logger.send_question("hi")
+    first = {**result}
+    assert dict(result) == first == json.loads(json.dumps(result, default=str)) == result.to_dict()
+    assert result == first and repr(result) == repr(first)

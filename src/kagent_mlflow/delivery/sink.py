@@ -5,6 +5,8 @@ The MLflow sink (``kagent_mlflow.sinks.mlflow.MlflowSink``) satisfies this; unit
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from ..records import Destination, Interaction
@@ -43,3 +45,18 @@ def is_retryable(err: BaseException) -> bool:
         if isinstance(value, bool):
             return value
     return True
+
+
+def shared(factory: Callable[[], Sink]) -> Callable[[], Sink]:
+    """``factory`` called once, on first use, from whichever thread needs the sink first (MLflow imports lazily)."""
+    made: list[Sink] = []
+    lock = threading.Lock()
+
+    def get() -> Sink:
+        if not made:
+            with lock:
+                if not made:
+                    made.append(factory())
+        return made[0]
+
+    return get
