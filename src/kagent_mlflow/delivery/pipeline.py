@@ -84,14 +84,17 @@ class Pipeline:
         """Deliver what waits in the spool for this pipeline's own destination, through its sink."""
         return replay(self.spool, self.sink(), workers=workers, attempts=attempts, progress=progress, total=total)
 
-    def sink_for(self, destination: Destination | None) -> Sink:
+    def sink_for(self, destination: Destination) -> Sink:
         """A sink writing to ``destination`` (``replay`` makes one pass per destination server)."""
         from ..sinks.mlflow import MlflowSink
 
-        return MlflowSink(self.settings, destination=destination, on_step=self.step_aside)
+        return MlflowSink(self.settings, destination=destination)
 
     def _mlflow_sink(self) -> Sink:
-        return self.sink_for(None)  # the settings' own destination
+        """The settings' own destination; between MLflow calls it steps aside for live requests."""
+        from ..sinks.mlflow import MlflowSink
+
+        return MlflowSink(self.settings, on_step=self.step_aside)
 
 
 def build_pipeline(
