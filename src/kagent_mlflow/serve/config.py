@@ -6,6 +6,7 @@ this object holds what the server needs: where it listens, where traces go and h
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -67,8 +68,8 @@ def _env_float(name: str, default: float) -> float:
         number = float(value)
     except ValueError:
         raise ConfigError(f"{name}={value!r} is not a number") from None
-    if number <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value!r}")
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
     return number
 
 
@@ -98,6 +99,12 @@ class ServeConfig:
     trace_memory_mb: float = DEFAULT_TRACE_MEMORY_MB  # finished traces held in memory; past it they spill to disk
     trace_exporters: int = DEFAULT_TRACE_EXPORTERS  # concurrent OTLP export requests
     trace_batch: int = DEFAULT_TRACE_BATCH  # traces per export request
+
+    def __post_init__(self) -> None:
+        if not 0 < self.shutdown_grace <= 3600:  # also false for NaN
+            raise ConfigError(
+                f"shutdown grace {self.shutdown_grace!r} must be > 0 and <= 3600 seconds (--shutdown-grace)"
+            )
 
     @property
     def limits(self) -> Limits:
@@ -136,8 +143,6 @@ class ServeConfig:
         for name in ("max_body_bytes", "max_json_depth", "max_input_items"):
             if name in given:
                 given[name] = _positive(f"--{name.replace('_', '-')}", int(given[name]))  # type: ignore[call-overload]
-        if "shutdown_grace" in given and not 0 < float(given["shutdown_grace"]) <= 3600:  # type: ignore[arg-type]
-            raise ConfigError(f"shutdown grace {given['shutdown_grace']!r} must be > 0 and <= 3600 seconds")
         return replace(self, **given)  # type: ignore[arg-type]
 
 
