@@ -27,7 +27,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("question")
     parser.add_argument("--router", action="store_true", help="route to one specialist instead of supervising")
-    parser.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    parser.add_argument(
+        "--stream", action="store_true", help="print the specialists' and the answer's text as it is generated"
+    )
     args = parser.parse_args()
 
     mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "multi-agent-example"))
@@ -35,9 +37,13 @@ def main() -> int:
     request = {"input": [{"role": "user", "content": args.question}]}
     try:
         if args.stream:
-            response = None
+            response, speaker = None, "nobody yet"
             for event in agent.predict_stream(request):
                 if event.type == "response.output_text.delta":
+                    who = getattr(event, "agent", None)  # specialists stream too, tagged with their name
+                    if who != speaker and speaker != "nobody yet":
+                        print()  # one line per speaker
+                    speaker = who
                     print(event.delta, end="", flush=True)
                 elif event.type == "response.completed":
                     response = event.response

@@ -86,3 +86,13 @@ def test_router_example_returns_one_specialists_answer_streaming(example_model, 
     assert out.splitlines()[0].startswith('From the docs: [{"title": "Routes"')
     trace = _trace(mlflow_server.url, out)
     assert {s.name for s in trace.data.spans if s.span_type == SpanType.AGENT} == {"predict_stream", "openshift_docs"}
+
+
+def test_supervisor_example_streams_the_specialists_work_then_the_answer(example_model, mlflow_server) -> None:
+    question = "Why does shop keep crashing?"
+    streamed = _run(example_model, mlflow_server.url, f"example-{uuid.uuid4().hex[:8]}", "--stream", question)
+    plain = _run(example_model, mlflow_server.url, f"example-{uuid.uuid4().hex[:8]}", question)
+    answer = plain.splitlines()[0]
+    lines = streamed.splitlines()
+    answer_line = lines.index(answer)  # the supervisor's answer, streamed after its specialists' text
+    assert answer_line >= 2 and all(line and not line.startswith("  -> ") for line in lines[:answer_line])
