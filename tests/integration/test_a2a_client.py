@@ -7,6 +7,7 @@ reply; and for every failure, the error type and a one-line message naming the U
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import threading
@@ -344,6 +345,17 @@ def test_token_reaches_a_0_3_agent_and_is_redacted_from_its_echo(a2a_bad_server:
     assert headers["Authorization"] == f"Bearer {TOKEN}"
     assert reply.answer == answer_for("Authorization: Bearer ***")
     assert TOKEN not in json.dumps(reply.raw)
+
+
+def test_url_credentials_are_used_for_the_request_and_kept_out_of_errors(a2a_bad_server: BadServer) -> None:
+    """``user:password@`` and ``?api_key=`` reach the agent as given; what is shown of the URL has neither."""
+    scheme, rest = a2a_bad_server.url("echo").split("://", 1)
+    with AgentClient(f"{scheme}://alice:URLPASS789@{rest}?api_key=QUERYSECRET456", timeout=10) as agent:
+        agent.ask("echo")
+        assert "URLPASS789" not in repr(agent)
+    path, headers, _body = [r for r in a2a_bad_server.requests if r[0].startswith("/echo/")][-1]
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"alice:URLPASS789").decode()
+    assert path == "/echo/?api_key=QUERYSECRET456"
 
 
 # -- misuse is rejected before any network call -----------------------------------------------------------------------
