@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests.support (server helpers) lives at the repo root
 
-from kagent_mlflow.records import Interaction  # noqa: E402
+from kagent_mlflow.records import Destination, Interaction  # noqa: E402
 from tests.support.mlflow_server import MlflowServer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -47,8 +47,12 @@ def start_server(root: Path, workers: int = 1) -> BenchMlflowServer:
     return server.start()
 
 
-def sample_interaction(i: int, experiment: str) -> Interaction:
-    """A record shaped like a real kagent answer: a paragraph, token usage, a tool call, a ~3 KB raw reply."""
+def sample_interaction(i: int, experiment: str, destination: Destination | None = None) -> Interaction:
+    """A record shaped like a real kagent answer: a paragraph, token usage, a tool call, a ~3 KB raw reply.
+
+    Give ``destination`` (its experiment wins) when the record may be spooled and drained: the drain only delivers
+    records that name the sink's server.
+    """
     answer = f"Answer {i}: " + "OpenShift is Red Hat's Kubernetes platform for building and running apps. " * 4
     raw = {
         "jsonrpc": "2.0",
@@ -76,7 +80,8 @@ def sample_interaction(i: int, experiment: str) -> Interaction:
         tool_calls=[{"name": "lookup", "arguments": {"q": "openshift"}, "result": "a platform"}],
         raw_response=raw,
         latency_ms=3.0,
-        experiment_name=experiment,
+        experiment_name=destination.experiment_name if destination else experiment,
+        destination=destination,
     )
 
 

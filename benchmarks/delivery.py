@@ -61,12 +61,13 @@ def child(args: argparse.Namespace) -> None:
         retry_interval=2.0,
         retry_gap=0.2,
     )
-    pipeline.sink().write(sample_interaction(-1, args.experiment))  # warm: experiment lookup, connections, imports
+    destination = pipeline.sink().destination  # overflow drained from the spool must name this server
+    pipeline.sink().write(sample_interaction(-1, args.experiment, destination))  # warm: experiment, connections
     rss_before = rss_mb()
     recorder = pipeline.recorder()
     t0 = time.perf_counter()
     for i in range(args.backlog):
-        recorder.record(sample_interaction(i, args.experiment))
+        recorder.record(sample_interaction(i, args.experiment, destination))
     handoff_s = time.perf_counter() - t0
     deadline = t0 + args.max_seconds
     while time.perf_counter() < deadline:

@@ -14,7 +14,8 @@ import typer
 
 from .config import Settings
 from .delivery.routing import UNKNOWN, Pass, Retarget, plan
-from .delivery.spool import Spool, SpoolStatus, Waiting
+from .delivery.spool import Spool
+from .delivery.spool_status import SpoolStatus, Waiting
 from .records import Destination
 
 SinkFactory = Callable[[Destination], Any]

@@ -5,7 +5,8 @@ from .pipeline import Pipeline, build_pipeline
 from .recorder import Recorder
 from .replay import ReplayReport, replay
 from .sink import Sink, is_retryable
-from .spool import Spool, SpoolStatus
+from .spool import Spool
+from .spool_status import SpoolStatus
 
 __all__ = [
     "Delivery",

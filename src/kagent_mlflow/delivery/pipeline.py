@@ -18,7 +18,8 @@ from .handles import LiveGate
 from .recorder import Recorder
 from .replay import ProgressFn, ReplayReport, replay
 from .sink import Sink
-from .spool import Spool, SpoolStatus
+from .spool import Spool
+from .spool_status import SpoolStatus
 
 YIELD_LIMIT = 0.25  # longest a delivery step waits for a live request to finish (delivery must not starve)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..records import Destination, Interaction, store_uri
 from .replay import Route
-from .spool import SpoolStatus
+from .spool_status import SpoolStatus
 
 UNKNOWN = "unknown"  # ``--from unknown``: the records that do not name their MLflow
 
