@@ -310,3 +310,13 @@ def test_a_hand_edited_destination_loses_its_credentials_when_read(tmp_path: Pat
     tmp_path.joinpath("00000000000000000001-1-aaaaaa.jsonl").write_text(json.dumps(line) + "\n")
     (waiting,) = Spool(tmp_path).status().waiting
     assert waiting.destination is not None and waiting.destination.tracking_uri == "http://dev-mlflow:5000"
+
+
+def test_absurdly_deep_json_in_a_spool_line_is_a_corrupt_line_for_status(tmp_path: Path) -> None:
+    spool_records(tmp_path, [record(DEV)])
+    (segment,) = tmp_path.glob("*.jsonl")
+    deep = '{"interaction_id": "x", "experiment_name": "e", "destination": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    with open(segment, "a", encoding="utf-8") as fh:
+        fh.write(deep + "\n")
+    status = Spool(tmp_path).status()
+    assert (status.pending, status.corrupt_lines) == (1, 1)

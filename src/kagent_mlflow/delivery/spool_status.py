@@ -55,7 +55,7 @@ def scan(directory: Path, segment_paths: list[Path]) -> SpoolStatus:
                     key = journal_key(data["interaction_id"], data.get("provisional") is True)
                     destination = destinations.get(data.get("destination"))
                     experiment = str(data["experiment_name"])
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: absurdly deep JSON
                     status.corrupt_lines += 1
                     continue
                 if key in acked:
