@@ -13,6 +13,7 @@ from .errors import (
 )
 from .logger import KagentMLflowLogger
 from .records import Interaction, TokenUsage
+from .result import QuestionResult, RunOutcome
 
 __all__ = [
     "AgentError",
@@ -25,6 +26,8 @@ __all__ = [
     "Interaction",
     "KagentMLflowLogger",
     "KagentMlflowError",
+    "QuestionResult",
+    "RunOutcome",
     "Settings",
     "TokenUsage",
 ]
