@@ -179,3 +179,17 @@ def test_a_torn_record_is_quarantined_and_the_records_before_it_survive(tmp_path
     wait_until(lambda: not list(tmp_path.glob("*.otlp")))
     assert list((tmp_path / "corrupt").iterdir())
     pool.close(time.monotonic() + 1)
+
+
+def test_a_segment_that_appears_later_is_found_by_a_running_server(tmp_path, monkeypatch):
+    from kagent_mlflow.serve import trace_export
+
+    monkeypatch.setattr(trace_export, "DISK_RECHECK_S", 0.2)
+    sender = Sender()
+    pool = ExportPool(URI, tmp_path, ExportLimits(), send=sender).start()
+    time.sleep(0.1)  # let it look at the empty directory first
+    writer = SpillWriter(tmp_path, URI)  # e.g. copied in, or unlocked again by `kagent-mlflow status`
+    writer.append([Record("1", payload(5))])
+    writer.close()
+    wait_until(lambda: sender.delivered() == {payload(5)})
+    pool.close(time.monotonic() + 1)

@@ -39,6 +39,7 @@ REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_TAG = "request_id"
 _INVALID = (400, 413, 422)  # the payload itself is refused: retrying the same bytes cannot help
 _MAX_BACKOFF_S = 10.0
+DISK_RECHECK_S = 30.0  # with nothing spilled by this process, look for claimable segments this often
 
 Sender = Callable[[str, str, bytes, float], int]  # (tracking_uri, experiment_id, body, timeout) -> HTTP status
 
@@ -102,6 +103,7 @@ class ExportPool:
         self._closed = False
         self._disk_possible = True  # segments from an earlier run may be waiting
         self._disk_busy = False
+        self._disk_recheck_at = 0.0
         self._segment: trace_spill.ClaimedSegment | None = None
         self._foreign: set[Path] = set()  # segments for another tracking server: left for `kagent-mlflow replay`
         self.stats = ExportStats()
@@ -211,6 +213,8 @@ class ExportPool:
                     or now - self._memory[0].queued_at >= limits.linger_s
                 ):
                     return self._batch_from_memory()
+                if not self._disk_possible and now >= self._disk_recheck_at:
+                    self._disk_possible = True  # a segment briefly locked by `status`/`replay`, or a new file
                 if self._disk_possible and not self._disk_busy and not self._draining:
                     self._disk_busy = True
                     return "disk"
@@ -294,6 +298,7 @@ class ExportPool:
                     return segment
         with self._cond:
             self._disk_possible = False
+            self._disk_recheck_at = time.monotonic() + DISK_RECHECK_S
         return None
 
     def _drop_segment(self) -> None:
