@@ -71,6 +71,7 @@ def test_uvicorn_factory_entry_point(agent_server_factory, scripted_model):
         (["--port", "70000"], {}, "error: port 70000 is out of range"),
         ([], {"LLAMA_STACK_BASE_URL": "localhost:8321", "KAGENT_MLFLOW_AGENT": ""}, "is not an http(s) URL"),
         ([], {"KAGENT_MLFLOW_REQUEST_TIMEOUT": "soon"}, "KAGENT_MLFLOW_REQUEST_TIMEOUT='soon' is not a number"),
+        ([], {"KAGENT_MLFLOW_TOOL_THREADS": "many"}, "KAGENT_MLFLOW_TOOL_THREADS='many' must be a whole number >= 1"),
     ],
 )
 def test_misconfiguration_is_one_line_and_exit_2(args, env, message):
