@@ -74,6 +74,22 @@ def test_the_root_span_is_an_agent_span_with_the_answers_token_usage(
     assert len(llm) == 2 and sum(llm) == expected["total_tokens"]
 
 
+def cut_trace(tracking_uri: str, experiment: str, question: str, timeout: float = 60):
+    """The trace of the request that asked ``question``, once MLflow has it with its root span."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    deadline = time.monotonic() + timeout
+    while True:
+        for info in client.search_traces(locations=[experiment_id]):
+            trace = client.get_trace(info.info.trace_id)
+            roots = [span for span in trace.data.spans if span.parent_id is None]
+            if roots and question in json.dumps(roots[0].inputs):
+                return trace
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no trace for {question!r} in {experiment} within {timeout}s")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def impatient_server(model_server, mlflow_server):
     """A private server whose requests may take at most 4 s, warmed up (model listed, experiment set)."""
@@ -95,7 +111,9 @@ def impatient_server(model_server, mlflow_server):
 LONG_ANSWER = " ".join(f"word{i}" for i in range(40))  # streamed word by word, 0.4 s apart: ~16 s
 
 
-def test_a_streamed_answer_past_the_request_timeout_ends_with_a_clear_error_event(impatient_server, scripted_model):
+def test_a_streamed_answer_past_the_request_timeout_ends_with_a_clear_error_event(
+    impatient_server, scripted_model, mlflow_server
+) -> None:
     scripted_model.set_script([{"match": "slow", "reply": LONG_ANSWER}], chunk_delay_ms=400)
     resp = post(impatient_server.url, user("a slow answer please", stream=True))
     assert resp.status_code == 200  # the answer had begun
@@ -106,6 +124,10 @@ def test_a_streamed_answer_past_the_request_timeout_ends_with_a_clear_error_even
     error = events[-2]["error"]
     assert "not complete within 4 s" in error and "KAGENT_MLFLOW_REQUEST_TIMEOUT" in error
     assert not any(e.get("type") == "response.completed" for e in events[:-1])
+    trace = cut_trace(mlflow_server.url, "agent-server-deadline", "a slow answer please")
+    assert trace.info.state == "ERROR"  # recorded, and as what it was
+    llm = [span for span in trace.data.spans if span.span_type == "LLM"]
+    assert [span.status.status_code for span in llm] == ["ERROR"]  # the model call was cancelled, its span closed
 
     scripted_model.set_script([], chunk_delay_ms=0)
     again = post(impatient_server.url, user("quick"))
