@@ -78,21 +78,36 @@ def test_library_question_with_a_lone_surrogate_is_answered_spooled_exactly_and_
         result = logger.send_question("x \ud800")
         assert result["answer"] == "Answer to: x \\ud800"  # the agent got the question as shown (UTF-8 only)
         assert "kept in the spool" in result["logging_error"]
+    # An agent's raw reply can hold lone surrogates too (JSON "\ud800" escapes), even in its keys.
+    odd_reply = result.interaction.model_copy(
+        update={"interaction_id": uuid.uuid4().hex, "raw_response": {"k\ud800": "v \udcff"}, "question": "raw"}
+    )
+    extra = Spool(settings.effective_spool_dir)
+    extra.append(odd_reply)
+    extra.close()
 
     spool = Spool(settings.effective_spool_dir)
-    (claimed,) = list(spool.claim())
-    (kept,) = list(claimed.records())
-    claimed.release(complete=False)
-    assert kept.question == "x \ud800"  # lossless: the exact text comes back from the journal
+    kept = []
+    for claimed in spool.claim():
+        kept += list(claimed.records())
+        claimed.release(complete=False)
+    assert {k.question: k.raw_response for k in kept}["raw"] == {"k\ud800": "v \udcff"}  # lossless
+    assert "x \ud800" in {k.question for k in kept}  # the exact text comes back from the journal
 
     up = settings.model_copy(update={"tracking_uri": mlflow_server.url})
     moved = Destination.from_settings(up)  # re-targeting is explicit: the record was made for the dead port
     report = replay(spool, MlflowSink(up), attempts=3, route=lambda record: record.to(moved))
-    assert report.delivered == 1 and report.failed == 0, report.errors
-    run, texts = the_run(mlflow_server.url, experiment)
-    assert run.info.status == "FINISHED"
-    assert texts["question.txt"] == "x \\ud800"
-    assert texts["answer.txt"] == "Answer to: x \\ud800"
+    assert report.delivered == 2 and report.failed == 0, report.errors
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 2
+    texts = {}
+    for run in runs:
+        for name in ("question.txt", "answer.txt", "a2a_response.json"):
+            texts.setdefault(name, []).append(Path(client.download_artifacts(run.info.run_id, name)).read_text("utf-8"))
+    assert sorted(texts["question.txt"]) == ["raw", "x \\ud800"]
+    assert "Answer to: x \\ud800" in texts["answer.txt"]
+    assert any('"k\\\\ud800": "v \\\\xff"' in t for t in texts["a2a_response.json"]), texts["a2a_response.json"]
 
 
 def test_record_neither_delivered_nor_spooled_is_reported_lost_with_its_own_exit_code(

@@ -133,3 +133,36 @@ def test_concurrent_processes_append_without_losing_or_mixing_lines(tmp_path: Pa
     delivered = drain_all(Spool(tmp_path))
     assert len(delivered) == 160
     assert len({r.interaction_id for r in delivered}) == 160
+
+
+def test_a_provisional_record_is_superseded_by_the_answer_in_the_same_segment(tmp_path: Path) -> None:
+    asked, orphan = make(1), make(2)
+    writer = Spool(tmp_path)
+    writer.append(asked.provisional_copy())  # journalled before its early run open ...
+    writer.append(orphan.provisional_copy())  # ... and one whose client died before the answer
+    writer.append(asked)  # the answer arrived, but the process died before acking the provisional record
+    writer.close()
+
+    status = Spool(tmp_path).status()
+    assert (status.pending, status.unanswered) == (3, 2)
+    seen = []
+    for claimed in Spool(tmp_path).claim():
+        for interaction in claimed.records():
+            seen.append(interaction)
+            claimed.ack(interaction)
+        claimed.release(complete=True)
+    # The answered question is delivered as answered; only the orphan goes out as a failed, provisional record.
+    assert [(r.interaction_id, r.provisional) for r in seen] == [
+        (asked.interaction_id, False),
+        (orphan.interaction_id, True),
+    ]
+    assert seen[1].status == "error" and "client stopped" in (seen[1].error or "")
+    assert Spool(tmp_path).status().pending == 0
+
+
+def test_text_that_is_not_valid_unicode_round_trips_exactly(tmp_path: Path) -> None:
+    odd = make(3).model_copy(update={"question": "bad \udcff\udcfe and \ud800", "raw_response": {"k\ud800": "v"}})
+    writer = Spool(tmp_path)
+    writer.append(odd)
+    writer.close()
+    assert drain_all(Spool(tmp_path)) == [odd]

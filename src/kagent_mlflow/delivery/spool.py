@@ -91,7 +91,8 @@ def encode_line(interaction: Interaction) -> bytes:
     try:
         return interaction.model_dump_json().encode("utf-8") + b"\n"
     except PydanticSerializationError:  # surrogates: pydantic's JSON writer refuses them, json escapes them
-        return json.dumps(interaction.model_dump(mode="json"), ensure_ascii=True).encode("ascii") + b"\n"
+        data = interaction.model_dump()  # python mode: mode="json" refuses surrogates in mapping keys too
+        return json.dumps(data, ensure_ascii=True, default=str).encode("ascii") + b"\n"
 
 
 def decode_line(raw: bytes) -> Interaction:

@@ -431,5 +431,5 @@ def _printable(interaction: Interaction) -> Interaction:
     try:
         interaction.model_dump_json()
     except PydanticSerializationError:
-        return Interaction.model_validate(printable_data(interaction.model_dump(mode="json")))
+        return Interaction.model_validate(printable_data(interaction.model_dump()))  # python mode: surrogate keys too
     return interaction

@@ -1,0 +1,16 @@
+"""Text that is not valid Unicode is shown as the user typed it (escaped), and valid text is left alone."""
+
+from __future__ import annotations
+
+from kagent_mlflow.text import printable, printable_data
+
+
+def test_undecodable_command_line_bytes_show_as_typed() -> None:
+    typed = b"bad \xff\xfe".decode("utf-8", "surrogateescape")  # what Python makes of $'bad \xff\xfe' in argv
+    assert printable(typed) == "bad \\xff\\xfe"
+
+
+def test_lone_surrogates_show_escaped_and_valid_text_is_unchanged() -> None:
+    assert printable("x \ud800") == "x \\ud800"
+    assert printable("héllo ✓ 😀") == "héllo ✓ 😀"
+    assert printable_data({"k\ud800": ["x \udcff", 3, None]}) == {"k\\ud800": ["x \\xff", 3, None]}
