@@ -108,13 +108,15 @@ def test_the_commands_that_need_no_server(installed: Installed) -> None:
 
 
 def test_ask_and_the_seed_module_log_to_the_embedded_store(installed: Installed, a2a_agent: A2AAgent) -> None:
-    done = installed.run("kagent-mlflow", "ask", "--a2a-url", a2a_agent.url, "What is Kubernetes?")
+    # The first record creates the embedded store (its schema migration takes tens of seconds on a loaded machine).
+    wait = {"KAGENT_MLFLOW_FLUSH_TIMEOUT": "180"}
+    done = installed.run("kagent-mlflow", "ask", "--a2a-url", a2a_agent.url, "What is Kubernetes?", **wait)
     assert done.returncode == 0, done.stderr
     assert "Answer: Answer to: What is Kubernetes?" in done.stdout
     assert "Run: " in done.stdout
-    seed = installed.run("python", "-m", "kagent_mlflow_logger", "What is OpenShift?", A2A_URL=a2a_agent.url)
+    seed = installed.run("python", "-m", "kagent_mlflow_logger", "What is OpenShift?", A2A_URL=a2a_agent.url, **wait)
     assert seed.returncode == 0, seed.stderr
-    assert "Answer: Answer to: What is OpenShift?" in seed.stdout
+    assert "Answer: Answer to: What is OpenShift?" in seed.stdout and "Run: " in seed.stdout
     assert (installed.home / "mlflow.db").is_file()
 
 
