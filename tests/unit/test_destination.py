@@ -320,3 +320,16 @@ def test_absurdly_deep_json_in_a_spool_line_is_a_corrupt_line_for_status(tmp_pat
         fh.write(deep + "\n")
     status = Spool(tmp_path).status()
     assert (status.pending, status.corrupt_lines) == (1, 1)
+
+
+def test_sink_connects_with_configured_credentials_but_names_its_server_without_them() -> None:
+    from kagent_mlflow.sinks.mlflow import MlflowSink
+
+    settings = Settings(tracking_uri="http://ops:PWLEAK@mlflow.example:5000/", experiment_name="e")
+    own = MlflowSink(settings)
+    assert own._connect_uri == "http://ops:PWLEAK@mlflow.example:5000/"  # what MlflowClient talks to
+    assert own.tracking_uri == own.destination.tracking_uri == "http://mlflow.example:5000"
+    assert "PWLEAK" not in own.run_url("1", "abc")
+    # A sink for another destination never borrows the configured server's credentials.
+    other = MlflowSink(settings, destination=DEV)
+    assert other._connect_uri == "http://dev-mlflow:5000"

@@ -114,9 +114,10 @@ class MlflowSink:
         self.destination = destination or own
         # Connect with the configured URI (it may carry credentials) when it names this destination's server.
         same_server = not own.artifact_location and own.tracking_uri == self.destination.tracking_uri
-        self.tracking_uri = (
+        self._connect_uri = (
             settings.tracking_uri if same_server and settings.tracking_uri else self.destination.tracking_uri
         )
+        self.tracking_uri = self.destination.tracking_uri  # without credentials: for messages and run links
         s3_endpoint = self.destination.s3_endpoint_url
         if s3_endpoint and settings.s3_endpoint_url and own.s3_endpoint_url == s3_endpoint:
             s3_endpoint = settings.s3_endpoint_url
@@ -287,7 +288,7 @@ class MlflowSink:
 
     def _log_artifacts(self, interaction: Interaction, artifact_uri: str) -> None:
         files = artifact_texts(interaction, self._redact)
-        repo = artifact_repository(artifact_uri, self.tracking_uri, self._s3)
+        repo = artifact_repository(artifact_uri, self._connect_uri, self._s3)
         with tempfile.TemporaryDirectory(prefix="kagent-mlflow-") as tmp:
             for name, text in files.items():
                 Path(tmp, name).write_text(text, encoding="utf-8")
@@ -331,14 +332,14 @@ class MlflowSink:
             with self._lock:
                 if self._client is None:
                     if self.destination.artifact_location:  # the embedded store: create its folder
-                        Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-                    self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                        Path(self._connect_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                    self._client = MlflowClient(tracking_uri=self._connect_uri, registry_uri=self._connect_uri)
         return self._client
 
     def _tracing_client(self) -> Any:
         if self._tracing is None:
             self._mlflow()
-            self._tracing = compat.tracing_client(self.tracking_uri)
+            self._tracing = compat.tracing_client(self._connect_uri)
         return self._tracing
 
     def _experiment_id(self, name: str) -> str:
