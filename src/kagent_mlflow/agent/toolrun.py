@@ -22,6 +22,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import SpanType
 
+from .llm import dumps_arguments
 from .loop import ToolRound
 from .reply import ToolCallRequest, Usage
 from .threads import ToolThreads, ToolThreadsExhausted
@@ -63,8 +64,6 @@ class ToolSettings:
 @contextlib.contextmanager
 def _tool_span(call: ToolCallRequest, caller: Caller) -> Iterator[list[ToolResult]]:
     """A TOOL span, current in this context with ``caller``; the body appends the call's result."""
-    from .llm import dumps_arguments
-
     with mlflow.start_span(name=call.name, span_type=SpanType.TOOL) as span:
         span.set_inputs(dumps_arguments(call.arguments))
         token = CALLER.set(caller)
