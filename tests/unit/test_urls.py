@@ -92,3 +92,12 @@ def test_a_record_keeps_the_url_without_credentials() -> None:
     dumped = record.model_dump_json()
     assert "URLPASS789" not in dumped and "Q456" not in dumped
     assert record.a2a_url == "http://h:1/?api_key=REDACTED"
+
+
+def test_model_errors_and_serve_log_lines_name_urls_without_credentials() -> None:
+    from kagent_mlflow.agent.errors import ModelUnreachableError
+    from kagent_mlflow.serve.tracing import safe_uri
+
+    err = ModelUnreachableError("http://u:MODELPASS1@llama:8321/v1?api_key=MODELKEY2", "cannot connect")
+    assert "MODELPASS1" not in str(err) and "MODELKEY2" not in str(err)
+    assert safe_uri("http://u:TRACKPASS3@mlflow:5000/?token=TRACKTOKEN4") == "http://mlflow:5000/?token=REDACTED"
