@@ -288,7 +288,7 @@ def serve_command(
     tracing: Annotated[bool, typer.Option(help="Record an MLflow trace per request.")] = True,
     max_body_bytes: Annotated[
         int | None,
-        typer.Option(min=1, help="Largest body; past it 413 (default 4 MiB; env KAGENT_MLFLOW_MAX_BODY_BYTES)."),
+        typer.Option(min=1, help="Largest body; past it 413 (default 1 MiB; env KAGENT_MLFLOW_MAX_BODY_BYTES)."),
     ] = None,
     max_json_depth: Annotated[
         int | None,

@@ -19,7 +19,7 @@ def clean_env(monkeypatch):
 
 
 def test_documented_defaults():
-    expected = Limits(max_body_bytes=4 * 1024 * 1024, max_json_depth=64, max_input_items=10_000)
+    expected = Limits(max_body_bytes=1024 * 1024, max_json_depth=64, max_input_items=10_000)
     assert ServeConfig.from_env().limits == expected
 
 

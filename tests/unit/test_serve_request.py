@@ -66,3 +66,10 @@ def test_errors_name_the_place_and_the_value():
     error = rejected(json.dumps({"input": items}).encode())
     assert error.error.message.startswith("input[1].role: Input should be 'user'")
     assert "(got 'bot')" in error.error.message
+
+
+def test_an_error_in_a_long_input_names_its_real_index():
+    items = [{"role": "user", "content": "a"}] * 600
+    items[590] = {"role": "user", "content": ["not a part"]}
+    error = rejected(json.dumps({"input": items}).encode())
+    assert error.error.message.startswith("input[590].content")

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", help="uvicorn log level (default info)")
     parser.add_argument(
-        "--max-body-bytes", type=int, help="largest body, else 413 (default 4 MiB; env KAGENT_MLFLOW_MAX_BODY_BYTES)"
+        "--max-body-bytes", type=int, help="largest body, else 413 (default 1 MiB; env KAGENT_MLFLOW_MAX_BODY_BYTES)"
     )
     parser.add_argument(
         "--max-json-depth", type=int, help="deepest nesting, else 400 (default 64; env KAGENT_MLFLOW_MAX_JSON_DEPTH)"

@@ -27,7 +27,7 @@ DEFAULT_TRACE_BATCH = 100
 class Limits:
     """What one request may hold; past them the caller gets a 4xx and the agent is never called."""
 
-    max_body_bytes: int = 4 * 1024 * 1024  # 4 MiB: ~150,000 short messages, far past any model's context
+    max_body_bytes: int = 1024 * 1024  # 1 MiB: ~250,000 tokens of text, past the context window of the models here
     max_json_depth: int = 64  # Responses requests nest ~6 levels; tool schemas a few more
     max_input_items: int = 10_000
 

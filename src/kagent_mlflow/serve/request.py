@@ -28,9 +28,11 @@ from pydantic import (
     StrictInt,
     StrictStr,
     Tag,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
+from pydantic_core import from_json
 
 from .config import Limits
 from .errors import ServeError
@@ -159,24 +161,30 @@ class InvocationRequest(BaseModel):
 
 # -- parsing ---------------------------------------------------------------------------------------------------------
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-# NaN/Infinity, and number literals that overflow to inf (3-digit exponents, 300+ digits): pydantic lets them
-# into free-form fields, and they would reach the model as invalid JSON
-_NON_FINITE = re.compile(rb"NaN|Infinity|[0-9]+(?:\.[0-9]*)?[eE][+-]?[0-9]{3,}|[0-9]{300,}(?:\.[0-9]*)?")
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# One token at a time (so a worker thread running this lets the event loop in between): a string (skipped: it may
+# hold brackets or the letters of NaN), a bracket, NaN/Infinity, or a number literal that overflows to inf (3-digit
+# exponent, 300+ digits) - pydantic would let those into free-form fields and they would reach the model as bad JSON.
+_TOKEN = re.compile(
+    rb'"(?:[^"\\]|\\.)*"'  # a string
+    rb"|[\[{]|[\]}]|NaN|Infinity"
+    rb"|[0-9]+(?:\.[0-9]*)?[eE][+-]?[0-9]{3,}|[0-9]{300,}(?:\.[0-9]*)?"  # numbers that may overflow
+)
 
 
 def check_json_text(body: bytes, max_depth: int) -> None:
     """Reject nesting deeper than ``max_depth`` and non-finite numbers, without parsing (so without recursion)."""
-    skeleton = _STRING.sub(b'""', body)  # strings may hold brackets and the letters of NaN
     depth = 0
-    for bracket in skeleton.translate(None, _NOT_BRACKETS):
-        depth += 1 if bracket in b"[{" else -1
-        if depth > max_depth:
-            raise RequestRejected(400, f"request body is nested deeper than {max_depth} levels; flatten it")
-    for match in _NON_FINITE.finditer(skeleton):
-        token = match.group()
-        if token in (b"NaN", b"Infinity") or not math.isfinite(float(token)):
+    for match in _TOKEN.finditer(body):
+        first = body[match.start()]
+        if first == 0x22:  # '"'
+            continue
+        if first in b"[{":
+            depth += 1
+            if depth > max_depth:
+                raise RequestRejected(400, f"request body is nested deeper than {max_depth} levels; flatten it")
+        elif first in b"]}":
+            depth -= 1
+        elif first in b"NI" or not math.isfinite(float(match.group())):
             raise RequestRejected(400, "request body holds NaN or Infinity (not JSON); send finite numbers")
 
 
@@ -188,27 +196,51 @@ def parse_request(body: bytes, limits: Limits) -> tuple[Any, bool]:
         raise RequestRejected(400, f"request body is empty; send a JSON object like {EXAMPLE}")
     check_json_text(body, limits.max_json_depth)
     try:
-        request = InvocationRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise RequestRejected(400, describe(exc)) from None
-    if len(request.input) > limits.max_input_items:
+        data = from_json(body, allow_inf_nan=False)
+    except ValueError as exc:  # invalid UTF-8, lone surrogates, syntax
+        raise RequestRejected(400, f"request body is not valid JSON: {exc}") from None
+    items = data.get("input") if isinstance(data, dict) else None
+    if isinstance(items, list) and len(items) > limits.max_input_items:
         raise RequestRejected(
             413,
-            f"input has {len(request.input)} items, more than the server's limit of {limits.max_input_items}; "
+            f"input has {len(items)} items, more than the server's limit of {limits.max_input_items}; "
             "send a shorter conversation",
             "request_too_large",
         )
+    request = _validate(data)
     if not any(isinstance(item, MessageItem) and item.role == "user" for item in request.input):
         what = "is empty" if not request.input else "has no user message"
         raise RequestRejected(422, f"input {what}; nothing to answer. Send e.g. {EXAMPLE}")
     return to_agent_request(request), request.stream
 
 
+_ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[InputItem])
+CHUNK = 256
+
+
+def _validate(data: Any) -> InvocationRequest:
+    """Strict validation; a long ``input`` a chunk at a time, so no single call holds the GIL (and with it the
+    event loop) for long."""
+    items = data.get("input") if isinstance(data, dict) else None
+    if isinstance(items, list) and len(items) > CHUNK:
+        checked: list[Any] = []
+        for start in range(0, len(items), CHUNK):
+            try:
+                checked += _ITEMS.validate_python(items[start : start + CHUNK])
+            except ValidationError as exc:
+                raise RequestRejected(400, describe(exc, offset=start)) from None
+        data = {**data, "input": checked}
+    try:
+        return InvocationRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestRejected(400, describe(exc)) from None
+
+
 def to_agent_request(request: InvocationRequest) -> Any:
     """MLflow's ``ResponsesAgentRequest`` (what agents take) for an already checked request."""
     from mlflow.types.responses import ResponsesAgentRequest
 
-    data = request.model_dump(exclude_unset=True, exclude={"stream"})
+    data = request.model_dump(exclude_unset=True, exclude={"stream", "input"})
     data["input"] = [item.model_dump(exclude_unset=True) | {"type": item.type} for item in request.input]
     try:
         return ResponsesAgentRequest(**data)
@@ -224,15 +256,17 @@ def too_large(limits: Limits) -> RequestRejected:
     )
 
 
-def describe(exc: ValidationError) -> str:
-    """One line naming where the body is wrong and how, e.g. ``input[0].role: Input should be 'user', ...``."""
+def describe(exc: ValidationError, offset: int | None = None) -> str:
+    """One line naming where the body is wrong and how, e.g. ``input[0].role: Input should be 'user', ...``.
+    ``offset``: the errors are of ``input[offset:]`` (validated on its own)."""
     problems = []
     for error in exc.errors(include_url=False)[:3]:
-        if error["type"] == "json_invalid":
-            return f"request body is not valid JSON: {error['msg'].removeprefix('Invalid JSON: ')}"
         if error["type"] == "model_type" and not error["loc"]:
             return f"request body must be a JSON object with an 'input' list; send {EXAMPLE}"
-        where = _location(error["loc"])
+        loc = error["loc"]
+        if offset is not None:
+            loc = ("input", loc[0] + offset, *loc[1:]) if loc and isinstance(loc[0], int) else ("input", *loc)
+        where = _location(loc)
         got = "" if error["type"] == "missing" else f" (got {_short(error.get('input'))})"
         problems.append(f"{where}: {error['msg']}{got}")
     more = len(exc.errors()) - len(problems)
