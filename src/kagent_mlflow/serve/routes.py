@@ -166,6 +166,5 @@ async def _sse(stream: Callable, request: Any, return_trace: bool, offload: bool
         yield "data: [DONE]\n\n"
 
 
-def error_response(error: ServeError, close: bool = False) -> JSONResponse:
-    headers = {"connection": "close"} if close else None
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+def error_response(error: ServeError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
