@@ -44,6 +44,7 @@ INTERNALS: tuple[str, ...] = (
     "mlflow.utils.credentials:get_default_host_creds",
     "mlflow.utils.rest_utils:http_request",
     "mlflow.genai.agent_server.utils:get_request_headers",
+    "mlflow.tracing.provider:with_active_span",
 )
 # Leading parameters the fail-fast wrapper passes positionally (it replaces ``max_retries`` .. ``raise_on_status``).
 HTTP_RETRY_PARAMS = (
@@ -206,6 +207,15 @@ def set_token_usage(span: Any, usage: dict[str, int]) -> None:
 def set_span_type(span: Any, span_type: str) -> None:
     """``LiveSpan.set_span_type`` (MLflow >= 3.x); spans made by MLflow's Agent Server carry no type (UNKNOWN)."""
     span.set_attribute(span_attribute_keys().SPAN_TYPE, span_type)
+
+
+def active_span(span: Any) -> Any:
+    """``mlflow.tracing.provider.with_active_span``: make a span from ``mlflow.start_span_no_context`` the current
+    one (children nest under it; an exception is recorded on it) without ending it on exit, so the Agent Server can
+    end a big request's root span - and with it run the trace's export conversion - off its event loop."""
+    from mlflow.tracing.provider import with_active_span
+
+    return with_active_span(span)
 
 
 # -- Agent Server trace export (serve/trace_export.py) ---------------------------------------------------------------

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 HEALTH_BOUND_S = 0.1
 MIN_PROBES = 5
+PROBE_EVERY_S = 0.05  # any stall of 150 ms or more overlaps a probe
 
 
 def maximal_request(stream: bool) -> bytes:
@@ -51,7 +52,7 @@ def probe_health_while(url: str, body: bytes) -> tuple[httpx.Response, list[floa
                     started = time.perf_counter()
                     assert probe.get("/health").status_code == 200
                     latencies.append(time.perf_counter() - started)
-                    time.sleep(0.02)
+                    time.sleep(PROBE_EVERY_S)
                 return big.result(), latencies
         finally:
             gc.enable()
