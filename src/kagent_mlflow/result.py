@@ -3,11 +3,12 @@
 Why a dict subclass that settles once: the seed returned a plain dict, and callers do ``result["run_id"]``,
 ``dict(result)``, ``{**result}`` and ``json.dumps(result)``; a ``Mapping`` that is not a dict breaks ``json.dumps``
 and ``isinstance(r, dict)``. The run keys (``run_id``, ``run_url``, ``logging_error``) depend on MLflow, which the
-answer must never wait for, so they are filled on the first read of *any* kind (item, ``get``, iteration,
-``keys``/``items``/``values``, ``pop``, ``setdefault``, ``copy``, ``==``, ``repr``, pickling) — all three at once,
-waiting at most ``run_id_timeout`` — and never change afterwards. ``dict(r)`` and ``{**r}`` go through ``keys()``
-and ``__getitem__`` because ``__iter__`` is overridden (CPython only copies a dict subclass's storage directly when
-it does not); ``json.dumps`` calls ``items()``. ``to_dict()`` is the explicit, plain copy.
+answer must never wait for, so they are filled on the first read that involves them, of *any* kind (the key itself,
+``get``, ``pop``, ``setdefault``, ``dict(r)``, ``{**r}``, ``items``/``values``, ``copy``, ``==``, ``repr``,
+``json.dumps``, pickling) — all three at once, waiting at most ``run_id_timeout`` — and never change afterwards.
+Reading another key (``r["answer"]``) never waits. ``dict(r)`` and ``{**r}`` go through ``keys()`` and
+``__getitem__`` because ``__iter__`` is overridden (CPython only copies a dict subclass's storage directly when it
+does not); ``json.dumps`` calls ``items()``. ``to_dict()`` is the explicit, plain copy.
 """
 
 from __future__ import annotations
@@ -106,18 +107,20 @@ class QuestionResult(dict):  # type: ignore[type-arg]
         """A plain dict with the seed's keys (run keys settled)."""
         return dict(dict.items(self.settle()))
 
-    # Every way of reading (or changing) the dict settles it first, so no two reads can disagree.
+    # Every read (or change) that involves a run key settles the run keys first, so no two reads can disagree;
+    # the other keys are plain values and never wait (reading the answer must not wait for MLflow).
+    def _settled_for(self, key: Any) -> QuestionResult:
+        return self.settle() if key in RUN_KEYS else self
+
     def __getitem__(self, key: Any) -> Any:
-        return dict.__getitem__(self.settle(), key)
+        return dict.__getitem__(self._settled_for(key), key)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return dict.get(self.settle(), key, default)
+        return dict.get(self._settled_for(key), key, default)
 
     def __iter__(self) -> Iterator[Any]:
-        return dict.__iter__(self.settle())
-
-    def keys(self) -> Any:
-        return dict.keys(self.settle())
+        # Overridden on purpose (keys never change): dict(r) and {**r} then read each value through __getitem__.
+        return dict.__iter__(self)
 
     def items(self) -> Any:
         return dict.items(self.settle())
@@ -129,25 +132,28 @@ class QuestionResult(dict):  # type: ignore[type-arg]
         return self.to_dict()
 
     def pop(self, key: Any, *default: Any) -> Any:
-        return dict.pop(self.settle(), key, *default)
+        return dict.pop(self._settled_for(key), key, *default)
 
     def popitem(self) -> tuple[Any, Any]:
         return dict.popitem(self.settle())
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
-        return dict.setdefault(self.settle(), key, default)
+        return dict.setdefault(self._settled_for(key), key, default)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        dict.update(self.settle(), *args, **kwargs)
+        changes = dict(*args, **kwargs)
+        if RUN_KEYS & changes.keys():
+            self.settle()
+        dict.update(self, changes)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        dict.__setitem__(self.settle(), key, value)
+        dict.__setitem__(self._settled_for(key), key, value)
 
     def __delitem__(self, key: Any) -> None:
-        dict.__delitem__(self.settle(), key)
+        dict.__delitem__(self._settled_for(key), key)
 
     def __ior__(self, other: Any) -> QuestionResult:
-        dict.update(self.settle(), other)
+        self.update(other)
         return self
 
     def __or__(self, other: Any) -> dict[str, Any]:

@@ -154,6 +154,17 @@ def test_every_way_of_reading_the_result_gives_the_real_run_id(make_logger, way:
     assert READS[way](result) == sink.runs[dict.__getitem__(result, "interaction_id")]["run_id"]
 
 
+def test_reading_the_answer_never_waits_for_mlflow(make_logger) -> None:
+    sink = FakeSink()
+    sink.gate = threading.Event()  # MLflow hangs
+    logger = make_logger(sink)  # a fast answer: its run is created only after it, by the hanging deliverer
+    result = logger.send_question("hi")
+    assert result["answer"] == "echo hi" and result.get("status") == "ok" and "run_id" in result
+    assert result.outcome is None  # none of that read the run keys, so nothing waited for MLflow
+    sink.gate.set()
+    assert logger.flush(5) and result["run_id"] == result.delivery.ref.run_id
+
+
 def test_result_reads_agree_with_each_other(make_logger) -> None:
     logger = make_logger(FakeSink())
     result = logger.send_question("hi")
