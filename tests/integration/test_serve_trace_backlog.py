@@ -152,3 +152,19 @@ def test_mlflow_down_at_sigterm_exits_fast_then_replay_exports_each_trace_once(
     assert trace_spill.status(spill).traces == 0
     seen = request_ids_in_mlflow(mlflow.url, "down-at-exit")
     assert {rid: n for rid, n in seen.items() if rid in ids} == dict.fromkeys(ids, 1)
+
+
+def test_request_id_header_tags_streamed_and_plain_requests(agent_server, mlflow_server):
+    from tests.support.agent_server import EXPERIMENT
+
+    plain, streamed = f"plain-{time.time_ns()}", f"streamed-{time.time_ns()}"
+    with httpx.Client() as client:
+        ask(client, agent_server.url, plain)
+        body = {"input": [{"role": "user", "content": "stream please"}], "stream": True}
+        with client.stream(
+            "POST", f"{agent_server.url}/invocations", json=body, headers={"X-Request-ID": streamed}, timeout=30
+        ) as resp:
+            assert resp.status_code == 200
+            assert "[DONE]" in "".join(resp.iter_text())
+    seen = wait_for_request_ids(mlflow_server.url, EXPERIMENT, {plain, streamed})
+    assert (seen[plain], seen[streamed]) == (1, 1)
