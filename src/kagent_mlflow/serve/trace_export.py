@@ -4,9 +4,8 @@ Why not MLflow's own exporter: it makes two or more tracking-server calls per tr
 batches), and the server's CPU per call is the limit (measured ~14-17 ms for one trace per OTLP request, ~4.5 ms per
 trace at 10-100 traces per request). Its queue also grows without bound when the server falls behind.
 
-Here MLflow's span processor still does the trace bookkeeping; when a root span ends, :class:`OtlpTraceExporter`
-turns the whole trace into one OTLP ``ExportTraceServiceRequest`` (trace tags, session and user as root-span
-attributes, which MLflow's ``POST /v1/traces`` turns back into tags and metadata) and hands the bytes to
+Here MLflow's span processor still does the trace bookkeeping; when a root span ends, the exporter of
+:mod:`.otlp_exporter` turns the whole trace into one OTLP ``ExportTraceServiceRequest`` and hands the bytes to
 :class:`ExportPool`. The pool's ``exporters`` threads post batches of up to ``batch_traces`` traces (concatenated
 payloads are one valid request). Past ``memory_bytes`` (queued + in flight) a trace goes to the on-disk spill
 (:mod:`.trace_spill`) instead, which idle exporters drain. On shutdown :meth:`ExportPool.close` exports what fits
@@ -23,20 +22,16 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import trace_spill
 from .trace_spill import Record
 
 logger = logging.getLogger("kagent_mlflow.serve")
 
-REQUEST_ID_HEADER = "x-request-id"
-REQUEST_ID_TAG = "request_id"
 _INVALID = (400, 413, 422)  # the payload itself is refused: retrying the same bytes cannot help
 _MAX_BACKOFF_S = 10.0
 DISK_RECHECK_S = 30.0  # with nothing spilled by this process, look for claimable segments this often
@@ -401,68 +396,3 @@ def _post_otlp(tracking_uri: str, experiment_id: str, body: bytes, timeout: floa
     from .._mlflow_compat import post_otlp
 
     return post_otlp(tracking_uri, experiment_id, body, timeout)
-
-
-class OtlpTraceExporter(SpanExporter):
-    """Given to MLflow's span processor: each finished trace becomes one OTLP payload queued in the pool."""
-
-    def __init__(self, pool: ExportPool, default_experiment: Callable[[], str | None]) -> None:
-        self._pool = pool
-        self._default_experiment = default_experiment
-
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        from .._mlflow_compat import pop_finished_trace, request_headers
-
-        for span in spans:
-            if span.parent is not None:
-                continue
-            try:
-                trace = pop_finished_trace(span.context.trace_id)
-                if trace is None:
-                    continue
-                experiment = trace.info.experiment_id or self._default_experiment()
-                if not experiment:
-                    logger.warning("trace %s has no experiment; not exported", trace.info.trace_id)
-                    continue
-                request_id = request_headers().get(REQUEST_ID_HEADER)
-                self._pool.put(Record(experiment, trace_payload(trace, request_id)))
-            except Exception:  # noqa: BLE001 - tracing never breaks an answer
-                logger.exception("could not queue a finished trace for export")
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        """The pool is closed by the server's shutdown (with its deadline), not by OpenTelemetry."""
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-def trace_payload(trace: Any, request_id: str | None = None) -> bytes:
-    """One trace as a serialized OTLP ``ExportTraceServiceRequest``. What MLflow keeps outside spans goes onto the
-    root span where ``POST /v1/traces`` reads it back: tags (``mlflow.traceTag.<key>``), session and user."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    from .._mlflow_compat import TRACE_TAG_PREFIX, span_to_otlp
-
-    extra: dict[str, str] = {}
-    for key, value in trace.info.tags.items():
-        if not key.startswith("mlflow.") or key == "mlflow.traceName":
-            extra[TRACE_TAG_PREFIX + key] = str(value)
-    if request_id and len(request_id) <= 200 and request_id.isprintable():
-        extra[TRACE_TAG_PREFIX + REQUEST_ID_TAG] = request_id
-    metadata = trace.info.trace_metadata
-    for meta_key, attribute in (("mlflow.trace.session", "session.id"), ("mlflow.trace.user", "user.id")):
-        if metadata.get(meta_key):
-            extra[attribute] = str(metadata[meta_key])
-
-    request = ExportTraceServiceRequest()
-    scope = request.resource_spans.add().scope_spans.add()
-    for span in trace.data.spans:
-        proto = span_to_otlp(span)
-        if span.parent_id is None:
-            for key, value in extra.items():
-                attribute = proto.attributes.add()
-                attribute.key = key
-                attribute.value.string_value = value
-        scope.spans.append(proto)
-    return request.SerializeToString()

@@ -19,7 +19,8 @@ import threading
 import time
 
 from .config import ServeConfig
-from .trace_export import ExportLimits, ExportPool, OtlpTraceExporter
+from .otlp_exporter import OtlpTraceExporter
+from .trace_export import ExportLimits, ExportPool
 
 logger = logging.getLogger("kagent_mlflow.serve")
 
