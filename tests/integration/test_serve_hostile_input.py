@@ -133,6 +133,8 @@ def test_wrong_types_are_not_coerced(send, field, value, where):
         ({"role": "user", "content": 5}, "input[0].content"),
         ({"role": "user"}, "input[0].content: Field required"),
         ({"type": "bogus", "role": "user", "content": "hi"}, "input[0]: unknown item type"),
+        ({"type": {}}, "input[0]: unknown item type"),  # found by the fuzz run: was a 500
+        ({"type": 5, "role": "user", "content": "hi"}, "input[0]: unknown item type"),
         ({"type": "function_call", "name": "x", "arguments": {}}, "input[0].call_id: Field required"),
         ([1, 2], "input[0]"),
     ],

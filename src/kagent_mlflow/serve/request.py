@@ -103,8 +103,10 @@ class OtherItem(BaseModel):
     type: OtherType
 
 
-def _item_tag(item: Any) -> Any:
+def _item_tag(item: Any) -> str | None:
     kind = item.get("type", "message") if isinstance(item, dict) else getattr(item, "type", "message")
+    if not isinstance(kind, str):  # e.g. {"type": {}}: no tag, so pydantic reports the item type as wrong
+        return None
     return "other" if kind in _OTHER_TYPES else kind
 
 

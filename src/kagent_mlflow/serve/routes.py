@@ -50,6 +50,9 @@ def add_agent_routes(app: Any, invoke: Callable, stream: Callable, limits: Limit
             agent_request, streaming = await _maybe_off_loop(offload, parse_request, body, limits)
         except RequestRejected as exc:
             return error_response(exc.error)
+        except Exception as exc:  # noqa: BLE001 - a bug in the checks themselves: still the documented JSON shape
+            logger.error("could not check a request: %s", exc, exc_info=exc)
+            return error_response(classify(exc))
         offload = offload or len(agent_request.input) > OFFLOAD_ITEMS
         set_request_headers(dict(request.headers))  # MLflow's: agents may read forwarded headers from it
         return_trace = (request.headers.get(RETURN_TRACE_HEADER) or "").lower() == "true"
