@@ -7,8 +7,8 @@ answer the deliverer creates the run right after it, and an early open would onl
 Why journal first: a run opened before the answer exists in MLflow before any record of it exists on disk. If the
 client then dies, nothing would ever end that run (it stays RUNNING). So a *provisional* record (the question,
 status error, "the client stopped before the agent answered") is appended to the spool before ``open_run``. The
-answer's real record supersedes it (the recorder acks it); if the client dies, ``replay`` (or any later logger's
-drain) delivers it and the run ends FAILED with that reason. No journal, no early open.
+answer's real record supersedes it (acked once that record is delivered or kept); if the client dies, ``replay``
+(or any later logger's drain) delivers it and the run ends FAILED with that reason. No journal, no early open.
 """
 
 from __future__ import annotations
@@ -39,11 +39,10 @@ class EarlyOpener:
         sink: Callable[[], Sink],
         *,
         mlflow_down: Callable[[], bool],
-        on_journal: Callable[[], None],
         delay: float = 0.25,
         queue_size: int = 1000,
     ) -> None:
-        self.spool, self._sink, self._mlflow_down, self._on_journal = spool, sink, mlflow_down, on_journal
+        self.spool, self._sink, self._mlflow_down = spool, sink, mlflow_down
         self.delay = delay
         self._jobs: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._loop, name="kagent-mlflow-open-run", daemon=True)
@@ -89,5 +88,4 @@ class EarlyOpener:
         except Exception as err:
             log.warning("no early run open for %s: could not journal it (%s)", stub.interaction_id, err)
             return None
-        self._on_journal()
-        return entry
+        return entry  # no fsync of its own: one write survives a kill; the answer's batch fsyncs it

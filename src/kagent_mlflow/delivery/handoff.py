@@ -1,9 +1,10 @@
 """The hand-off: what the live path pays for recording — one journal write and a put on a bounded queue.
 
-Why: the caller must get its answer back at once, whatever MLflow does. ``put`` appends the record to the spool
-without fsync (one ``write``: it survives the process being killed), supersedes the question's provisional record
-(see ``early_open``), and queues it for the workers; a full queue leaves the record in the spool for the drain.
-A syncer thread fsyncs the journal a few ms later, in batches (survives power loss).
+Why: the caller must get its answer back at once, whatever MLflow does. ``journal`` appends the record to the spool
+without fsync (one ``write``: it survives the process being killed) and takes along the question's provisional
+record (see ``early_open``; a worker acks it later, off the live path); ``offer`` queues it for the workers, and a
+full queue leaves the record in the spool for the drain. A syncer thread fsyncs the journal a few ms later, in
+batches (survives power loss).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Item:
     entry: SpoolEntry | None
     ticket: Delivery
     spool_error: str | None = None  # why the record is not in the spool (entry is None)
+    provisional: object | None = None  # the early open's provisional record, settled once this one is
 
 
 class Handoff:
@@ -42,7 +44,7 @@ class Handoff:
         self.syncer = Syncer(spool)
 
     def journal(self, interaction: Interaction, pending: PendingRun | None) -> Item:
-        """Append the record to the spool (never raises) and supersede its provisional record."""
+        """Append the record to the spool (never raises); it carries its provisional record's entry along."""
         ticket = Delivery(interaction.interaction_id)
         entry: SpoolEntry | None = None
         spool_error: str | None = None
@@ -52,8 +54,8 @@ class Handoff:
         except Exception as err:  # unwritable directory, full disk, unserialisable data: never the caller's problem
             spool_error = f"could not write the spool at {self.spool.directory}: {err}"
             log.warning("%s; delivering from memory only", spool_error)
-        self.supersede(pending, recorded=entry is not None)
-        return Item(interaction, pending, entry, ticket, spool_error)
+        provisional = pending.take_journal() if pending is not None else None
+        return Item(interaction, pending, entry, ticket, spool_error, provisional)
 
     def offer(self, item: Item) -> bool:
         """Queue for the workers; False when the queue is full (the record waits in the spool)."""
@@ -63,14 +65,14 @@ class Handoff:
             return False
         return True
 
-    def supersede(self, pending: PendingRun | None, *, recorded: bool) -> None:
-        """The real record is journalled: ack the provisional one. If it is not, replay closes the run instead."""
-        placeholder = pending.take_journal() if pending is not None else None
-        if isinstance(placeholder, SpoolEntry):
-            if recorded:
-                self.spool.ack(placeholder)
+    def settle_provisional(self, provisional: object | None, *, superseded: bool) -> None:
+        """Ack the provisional record once the real one is delivered or journalled (``superseded``); otherwise leave
+        it to replay, which closes the early-opened run as FAILED. Until then, replay prefers the real record."""
+        if isinstance(provisional, SpoolEntry):
+            if superseded:
+                self.spool.ack(provisional)
             else:
-                self.spool.give_up(placeholder)
+                self.spool.give_up(provisional)
 
     def stop(self, workers: int) -> None:
         for _ in range(workers):

@@ -79,7 +79,6 @@ class Recorder:
             spool,
             sink_factory,
             mlflow_down=self.circuit.is_open,
-            on_journal=self.handoff.syncer.wake,
             delay=early_run_after,
             queue_size=queue_size,
         )
@@ -157,7 +156,7 @@ class Recorder:
         self.ledger.counted()
         try:
             entry = self.spool.append(interaction, sync=True)
-            self.handoff.supersede(pending, recorded=True)
+            self.handoff.settle_provisional(pending.take_journal() if pending else None, superseded=True)
             self.spool.give_up(entry)
             self.spool.rotate()
             ticket.finish(None, "recorder closed; kept in the spool")

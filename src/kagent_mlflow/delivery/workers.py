@@ -115,6 +115,7 @@ class Workers:
         self.circuit.reset()
         if item.entry is not None:
             self.handoff.spool.ack(item.entry)
+        self.handoff.settle_provisional(item.provisional, superseded=True)
         if item.pending is not None:
             item.pending.resolve(ref)
         item.ticket.finish(ref)
@@ -131,6 +132,7 @@ class Workers:
             assert item.entry is not None
             self.handoff.spool.give_up(item.entry)
             self._warn_spooled(interaction_id, reason)
+        self.handoff.settle_provisional(item.provisional, superseded=not lost)
         if item.pending is not None:
             item.pending.resolve(None, reason)
         item.ticket.finish(None, reason, rejected=not retryable, lost=lost)
