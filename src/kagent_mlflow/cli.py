@@ -252,11 +252,15 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
 ) -> None:
-    """Show what waits in the spool for MLflow: per destination (URI, experiment), how many and since when."""
+    """Show what waits for MLflow: spooled interactions per destination (URI, experiment), how many and since
+    when, and Agent Server traces spilled to disk."""
     from .cli_spool import show_status
     from .delivery.pipeline import build_pipeline
+    from .serve import trace_spill
+    from .serve.config import trace_spill_dir
 
-    show_status(build_pipeline(_spool_settings(spool_dir=spool_dir)).status(), as_json)
+    settings = _spool_settings(spool_dir=spool_dir)
+    show_status(build_pipeline(settings).status(), trace_spill.status(trace_spill_dir(settings)), as_json)
 
 
 def _spool_settings(**overrides: Any) -> Any:

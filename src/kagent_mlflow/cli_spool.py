@@ -17,12 +17,13 @@ from .delivery.routing import UNKNOWN, Pass, Retarget, plan
 from .delivery.spool import Spool
 from .delivery.spool_status import SpoolStatus, Waiting
 from .records import Destination
+from .serve.trace_spill import SpillStatus
 
 SinkFactory = Callable[[Destination], Any]
 
 
-def show_status(st: SpoolStatus, as_json: bool) -> None:
-    """Totals, then one line per destination (URI, experiment, count, oldest)."""
+def show_status(st: SpoolStatus, traces: SpillStatus, as_json: bool) -> None:
+    """Totals, then one line per destination (URI, experiment, count, oldest); then spilled Agent Server traces."""
     if as_json:
         payload = {
             "spool": str(st.path),
@@ -34,6 +35,13 @@ def show_status(st: SpoolStatus, as_json: bool) -> None:
             "corrupt_lines": st.corrupt_lines,
             "unanswered": st.unanswered,
             "destinations": [_waiting_json(w) for w in st.waiting],
+            "agent_server_traces": {
+                "path": str(traces.path),
+                "pending": traces.traces,
+                "bytes": traces.bytes,
+                "in_use_segments": traces.in_use_segments,
+                "rejected_segments": traces.rejected,
+            },
         }
         typer.echo(json.dumps(payload))
         return
@@ -68,6 +76,13 @@ def show_status(st: SpoolStatus, as_json: bool) -> None:
             )
     if st.corrupt_lines:
         typer.echo(f"Corrupt lines: {st.corrupt_lines} (skipped by replay, then kept in {st.path / 'corrupt'})")
+    if traces.traces:
+        typer.echo(
+            f"Agent Server traces waiting: {traces.traces} ({traces.bytes / 1e6:.1f} MB) in {traces.path}; "
+            "a running server exports them, or: kagent-mlflow replay"
+        )
+    if traces.rejected:
+        typer.echo(f"Agent Server traces MLflow refused: {traces.rejected} segment(s) in {traces.path / 'rejected'}")
 
 
 def _waiting_json(waiting: Waiting) -> dict[str, Any]:

@@ -333,3 +333,23 @@ def test_sink_connects_with_configured_credentials_but_names_its_server_without_
     # A sink for another destination never borrows the configured server's credentials.
     other = MlflowSink(settings, destination=DEV)
     assert other._connect_uri == "http://dev-mlflow:5000"
+
+
+def test_status_counts_agent_server_traces_spilled_to_disk(
+    spool_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kagent_mlflow.serve.trace_spill import Record, SpillWriter
+
+    spill = tmp_path / "trace-spill"
+    monkeypatch.setenv("KAGENT_MLFLOW_TRACE_SPILL_DIR", str(spill))
+    empty = json.loads(runner.invoke(app, ["status", "--json"]).output)["agent_server_traces"]
+    assert (empty["pending"], empty["path"]) == (0, str(spill))
+
+    writer = SpillWriter(spill, "http://dev-mlflow:5000")
+    writer.append([Record("1", b"x" * 10), Record("1", b"y" * 20), Record("2", b"z")])
+    writer.close()
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert f"Agent Server traces waiting: 3 (0.0 MB) in {spill}" in result.output
+    traces = json.loads(runner.invoke(app, ["status", "--json"]).output)["agent_server_traces"]
+    assert (traces["pending"], traces["bytes"]) == (3, 31)
