@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from pydantic_core import PydanticSerializationError
 
+from .._files import try_lock, write_all
 from ..records import Interaction
 
 if TYPE_CHECKING:
@@ -107,30 +108,6 @@ def decode_line(raw: bytes) -> Interaction:
 
 def _ack_path(segment: Path) -> Path:
     return segment.with_name(segment.name + ACK_SUFFIX)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _try_lock(path: Path) -> int | None:
-    """Open and exclusively lock ``path``; None when another process holds it or it vanished."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # The file may have been deleted (fully delivered) between our open and our lock.
-        if os.fstat(fd).st_ino != os.stat(path).st_ino:
-            raise FileNotFoundError(path)
-    except (BlockingIOError, FileNotFoundError):
-        os.close(fd)
-        return None
-    return fd
 
 
 def _read_acks(segment: Path) -> set[str]:
@@ -246,7 +223,7 @@ class Spool:
         line = encode_line(interaction)
         with self._lock:
             segment = self._active_segment()
-            _write_all(segment.fd, line)
+            write_all(segment.fd, line)
             segment.written += 1
             segment.unsynced = True
             if sync:
@@ -359,7 +336,7 @@ class Spool:
             with self._lock:
                 if path.name in self._own:
                     continue
-            fd = _try_lock(path)
+            fd = try_lock(path)
             if fd is None:
                 continue
             yield ClaimedSegment(self, path, fd)

@@ -11,8 +11,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._files import try_lock
 from ..records import Destination
-from .spool import _iter_lines, _read_acks, _try_lock, journal_key
+from .spool import _iter_lines, _read_acks, journal_key
 
 
 @dataclass
@@ -98,7 +99,7 @@ class _DestinationCache:
 
 
 def _is_locked(path: Path) -> bool:
-    fd = _try_lock(path)
+    fd = try_lock(path)
     if fd is None:
         return path.exists()
     os.close(fd)

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._files import try_lock, write_all
+
 logger = logging.getLogger("kagent_mlflow.serve")
 
 MAGIC = b"KAGENT-TRACES 1 "
@@ -68,12 +70,6 @@ def encode(record: Record) -> bytes:
     return _RECORD.pack(len(record.payload), zlib.crc32(record.payload), len(experiment)) + experiment + record.payload
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class SpillWriter:
     """Appends records to segments of this process; thread-safe callers hold the owner's lock."""
 
@@ -92,7 +88,7 @@ class SpillWriter:
         if self._fd is None:
             self._open()
         assert self._fd is not None
-        _write_all(self._fd, b"".join(encode(r) for r in records))
+        write_all(self._fd, b"".join(encode(r) for r in records))
         self._count += len(records)
         if self._count >= self._segment_records:
             self.rotate()
@@ -118,7 +114,7 @@ class SpillWriter:
         path = self.directory / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        _write_all(fd, self._header)
+        write_all(fd, self._header)
         self._fd, self._path = fd, path
 
 
@@ -215,21 +211,6 @@ def _read_done(segment: Path) -> int:
         return 0
 
 
-def _try_lock(path: Path) -> int | None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.fstat(fd).st_ino != os.stat(path).st_ino:  # deleted (all exported) between open and lock
-            raise FileNotFoundError(path)
-    except (BlockingIOError, FileNotFoundError):
-        os.close(fd)
-        return None
-    return fd
-
-
 def segments(directory: Path) -> list[Path]:
     """Segments oldest first."""
     try:
@@ -241,7 +222,7 @@ def segments(directory: Path) -> list[Path]:
 def claim(directory: Path) -> Iterator[ClaimedSegment]:
     """Lock and open each segment no other process (or writer) holds; the caller releases each."""
     for path in segments(directory):
-        fd = _try_lock(path)
+        fd = try_lock(path, os.O_RDONLY)
         if fd is None:
             continue
         try:
@@ -264,7 +245,7 @@ def status(directory: Path) -> SpillStatus:
     st = SpillStatus(path=directory)
     for path in segments(directory):
         st.segments += 1
-        fd = _try_lock(path)
+        fd = try_lock(path, os.O_RDONLY)
         if fd is None:
             st.in_use_segments += 1
             try:
