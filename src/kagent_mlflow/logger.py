@@ -120,16 +120,7 @@ class KagentMLflowLogger:
                 pending.end()  # the live request is over: background delivery may proceed
         # The request's own time when the client measured it (first-call imports and card lookup excluded).
         latency_ms = reply.latency_ms if reply is not None and reply.latency_ms else (time.perf_counter() - t0) * 1000
-        interaction = _interaction(
-            self.settings,
-            question,
-            reply,
-            error,
-            interaction_id=interaction_id,
-            started_at_ms=started_at_ms,
-            latency_ms=latency_ms,
-            run_name=run_name,
-        )
+        interaction = _interaction(stub, reply, error, latency_ms)
         result = self._log(interaction, pending)
         if error is not None:
             raise error.with_result(result).with_traceback(error.__traceback__) from None
@@ -196,14 +187,11 @@ class KagentMLflowLogger:
 
 
 def _interaction(
-    settings: Settings,
-    question: str,
-    reply: AgentReply | None,
-    error: AgentError | None,
-    **measured: Any,
+    stub: Interaction, reply: AgentReply | None, error: AgentError | None, latency_ms: float
 ) -> Interaction:
-    """The record of one question: what the reply said (also a partial one, from an error), plus the error text."""
-    fields: dict[str, Any] = {"agent_name": agent_name_from_url(settings.a2a_url)}
+    """The record of one question: the stub made when it was sent (id, question, where it goes), what the reply said
+    (also a partial one, from an error), the error text and the latency."""
+    fields: dict[str, Any] = {}
     if reply is not None:
         fields.update(
             answer=reply.answer,
@@ -222,10 +210,5 @@ def _interaction(
             fields["task_state"] = error.task_state
         if error.raw is not None:
             fields["raw_response"] = error.raw
-    return Interaction(
-        question=question,
-        a2a_url=settings.a2a_url,
-        destination=Destination.from_settings(settings),
-        **fields,
-        **measured,
-    )
+    base = stub.model_dump(include={"interaction_id", "question", "agent_name", "a2a_url", "started_at_ms", "run_name"})
+    return Interaction(**(base | fields), destination=stub.destination, latency_ms=latency_ms)

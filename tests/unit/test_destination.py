@@ -15,7 +15,7 @@ from kagent_mlflow.cli import app
 from kagent_mlflow.config import Settings
 from kagent_mlflow.delivery import Spool, replay
 from kagent_mlflow.delivery.routing import Retarget
-from kagent_mlflow.errors import ConfigError
+from kagent_mlflow.errors import AgentError, ConfigError
 from kagent_mlflow.logger import KagentMLflowLogger
 from kagent_mlflow.records import Destination, Interaction
 
@@ -76,9 +76,10 @@ def test_logger_stamps_each_record_with_its_settings_destination(tmp_path: Path)
         a2a_url="http://127.0.0.1:1/",
         settings=None,
     )
-    from kagent_mlflow.logger import _interaction
-
-    made = _interaction(logger.settings, "q", None, None, latency_ms=1.0)
+    with pytest.raises(AgentError) as failed:  # nothing listens on port 1: the failed question is recorded too
+        logger.send_question("q")
+    logger.close(timeout=0)
+    made = failed.value.result.interaction
     assert made.destination == Destination(tracking_uri="http://127.0.0.1:9", experiment_name="mine")
 
 
