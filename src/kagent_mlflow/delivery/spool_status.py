@@ -48,31 +48,39 @@ def scan(directory: Path, segment_paths: list[Path]) -> SpoolStatus:
     destinations = _DestinationCache()
     for path in segment_paths:
         acked = _read_acks(path)
-        counted = 0
+        # (id, provisional, destination, experiment, started) per unacked line; small, bounded by the segment's size
+        unacked: list[tuple[str, bool, Destination | None, str, object]] = []
+        answered: set[str] = set()
         try:
             for line in _iter_lines(path):
                 try:
                     data = json.loads(line.raw)
-                    key = journal_key(data["interaction_id"], data.get("provisional") is True)
+                    interaction_id, provisional = data["interaction_id"], data.get("provisional") is True
+                    key = journal_key(interaction_id, provisional)
                     destination = destinations.get(data.get("destination"))
                     experiment = str(data["experiment_name"])
                 except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: absurdly deep JSON
                     status.corrupt_lines += 1
                     continue
-                if key in acked:
-                    continue
-                counted += 1
-                status.unanswered += data.get("provisional") is True
-                group = groups.setdefault((destination, experiment), Waiting(destination, experiment))
-                group.pending += 1
-                started = data.get("started_at_ms")
-                if isinstance(started, int):
-                    if status.oldest_ms is None or started < status.oldest_ms:
-                        status.oldest_ms = started
-                    if group.oldest_ms is None or started < group.oldest_ms:
-                        group.oldest_ms = started
+                if not provisional:
+                    answered.add(interaction_id)
+                if key not in acked:
+                    unacked.append((interaction_id, provisional, destination, experiment, data.get("started_at_ms")))
         except FileNotFoundError:  # delivered and deleted while we read
             continue
+        counted = 0
+        for interaction_id, provisional, destination, experiment, started in unacked:
+            if provisional and interaction_id in answered:
+                continue  # superseded by the answer in the same segment: replay never sends it (Spool.records)
+            counted += 1
+            status.unanswered += provisional
+            group = groups.setdefault((destination, experiment), Waiting(destination, experiment))
+            group.pending += 1
+            if isinstance(started, int):
+                if status.oldest_ms is None or started < status.oldest_ms:
+                    status.oldest_ms = started
+                if group.oldest_ms is None or started < group.oldest_ms:
+                    group.oldest_ms = started
         if counted:
             status.pending += counted
             status.segments += 1
