@@ -209,4 +209,9 @@ def test_concurrent_specialists_each_nest_under_their_own_tool_span(scripted_mod
     assert by_id[subs["docs"].parent_id].name == "ask_docs"
     assert [s.name for s in _children(trace, subs["k8s"])] == ["chat.completions", "get_pods", "chat.completions"]
     assert [s.name for s in _children(trace, subs["docs"])] == ["chat.completions"]
-    assert trace.info.token_usage["total_tokens"] == response.usage.total_tokens
+    # Every model call's usage is on its own LLM span. Not trace.info.token_usage: MLflow's default exporter logs
+    # the spans of concurrent branches in separate async batches, and a sqlite-backed server can then keep the sum
+    # of one batch only (seen once in CI: 102 = the last two calls' 21 + 81 of 168) - an MLflow race, not ours.
+    llm_usage = [s.get_attribute("mlflow.chat.tokenUsage") for s in trace.data.spans if s.span_type == SpanType.LLM]
+    assert len(llm_usage) == 5
+    assert sum(u["total_tokens"] for u in llm_usage) == response.usage.total_tokens
