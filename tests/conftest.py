@@ -15,6 +15,7 @@ pytest_plugins: list[str] = [
     "tests.support.kagent_runtime",
     "tests.support.a2a_agents",
     "tests.support.storage",
+    "tests.support.image",
 ]
 
 # The tool's data folders for the whole run. Set in os.environ so every subprocess (the CLI, servers) inherits them;
