@@ -11,6 +11,7 @@ from typing import Any
 
 from .a2a.card import agent_name_from_url
 from .a2a.models import AgentReply
+from .a2a.steps import steps_from_raw
 from .config import Settings, check_question
 from .delivery.handles import Delivery, PendingRun
 from .delivery.pipeline import Pipeline, build_pipeline
@@ -18,6 +19,7 @@ from .errors import AgentError
 from .records import Destination, Interaction, new_interaction_id
 from .result import QuestionResult
 from .text import printable
+from .trace_context import trace_headers
 
 __all__ = ["KagentMLflowLogger", "QuestionResult"]
 
@@ -112,7 +114,9 @@ class KagentMLflowLogger:
         error: AgentError | None = None
         try:
             # The wire carries UTF-8 only: undecodable input goes to the agent as shown to the user (escaped).
-            reply: AgentReply | None = self._client().ask(printable(question), timeout=timeout)
+            # traceparent names the trace the sink writes later: an agent exporting OpenTelemetry joins it.
+            headers = trace_headers(interaction_id)
+            reply: AgentReply | None = self._client().ask(printable(question), timeout=timeout, headers=headers)
         except AgentError as err:
             error, reply = err, err.reply
         finally:
@@ -210,5 +214,6 @@ def _interaction(
             fields["task_state"] = error.task_state
         if error.raw is not None:
             fields["raw_response"] = error.raw
+    fields["steps"] = steps_from_raw(fields.get("raw_response"))  # model and tool calls, for the trace
     base = stub.model_dump(include={"interaction_id", "question", "agent_name", "a2a_url", "started_at_ms", "run_name"})
     return Interaction(**(base | fields), destination=stub.destination, latency_ms=latency_ms)

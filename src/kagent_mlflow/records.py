@@ -7,6 +7,7 @@ another logger, ``kagent-mlflow replay`` - sends it where it was meant to go and
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._urls import safe_url, scrub_urls
-from .a2a.models import ToolCall
+from .a2a.models import Step, ToolCall
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -114,6 +115,8 @@ class Interaction(BaseModel):
     task_state: str | None = None
     usage: dict[str, float] = Field(default_factory=dict)
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    # The agent's model and tool calls in order, with their times and per-call usage (empty in older records).
+    steps: list[Step] = Field(default_factory=list)
     raw_response: Any = None
     latency_ms: float = 0.0
     started_at_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
@@ -174,15 +177,21 @@ class Interaction(BaseModel):
     @property
     def token_usage(self) -> TokenUsage | None:
         """Token counts in MLflow's vocabulary, or None when the agent reported none."""
+        return token_usage_of(self.usage)
 
-        def first(keys: tuple[str, ...]) -> int | None:
-            for key in keys:
-                if key in self.usage:
-                    return int(self.usage[key])
-            return None
 
-        inp, out, total = first(_INPUT_KEYS), first(_OUTPUT_KEYS), first(_TOTAL_KEYS)
-        if inp is None and out is None and total is None:
-            return None
-        inp, out = inp or 0, out or 0
-        return TokenUsage(input_tokens=inp, output_tokens=out, total_tokens=total if total is not None else inp + out)
+def token_usage_of(usage: dict[str, float]) -> TokenUsage | None:
+    """A usage block in the agent's key names (``promptTokenCount`` ...) as MLflow's token counts; None if empty."""
+
+    def first(keys: tuple[str, ...]) -> int | None:
+        for key in keys:
+            value = usage.get(key)
+            if value is not None and math.isfinite(value):
+                return int(value)
+        return None
+
+    inp, out, total = first(_INPUT_KEYS), first(_OUTPUT_KEYS), first(_TOTAL_KEYS)
+    if inp is None and out is None and total is None:
+        return None
+    inp, out = inp or 0, out or 0
+    return TokenUsage(input_tokens=inp, output_tokens=out, total_tokens=total if total is not None else inp + out)

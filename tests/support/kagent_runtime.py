@@ -98,15 +98,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_agent_dir(working_dir: Path, model_url: str, port: int, model: str = MODEL) -> Path:
-    """Write ``working_dir/rh_analyze_simple/{agent.py,config.json,agent-card.json}``; return the agent dir."""
+def write_agent_dir(
+    working_dir: Path, model_url: str, port: int, model: str = MODEL, *, model_streaming: bool = False
+) -> Path:
+    """Write ``working_dir/rh_analyze_simple/{agent.py,config.json,agent-card.json}``; return the agent dir.
+
+    ``model_streaming`` sets kagent's ``stream`` (streamed chat completions: ADK then reports partial events)."""
     agent_dir = working_dir / AGENT_MODULE
     agent_dir.mkdir(parents=True, exist_ok=True)
-    config = {
+    config: dict[str, Any] = {
         "model": {"type": "openai", "model": model, "base_url": model_url},
         "description": DESCRIPTION,
         "instruction": INSTRUCTION,
     }
+    if model_streaming:
+        config["stream"] = True
     card = {
         "name": AGENT_NAME,
         "description": DESCRIPTION,
@@ -197,7 +203,7 @@ def get_bytes(url: str, timeout: float = 5.0) -> bytes:
         return response.read()
 
 
-def runtime_env(working_dir: Path) -> dict[str, str]:
+def runtime_env(working_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -212,18 +218,28 @@ def runtime_env(working_dir: Path) -> dict[str, str]:
             "no_proxy": "127.0.0.1,localhost",
         }
     )
+    env.update(extra or {})
     env.pop("VIRTUAL_ENV", None)
     return env
 
 
-def start_runtime(model: ModelServerClient, working_dir: Path, timeout: float = START_TIMEOUT_S) -> KagentRuntime:
+def start_runtime(
+    model: ModelServerClient,
+    working_dir: Path,
+    timeout: float = START_TIMEOUT_S,
+    *,
+    env: dict[str, str] | None = None,
+    model_streaming: bool = False,
+) -> KagentRuntime:
     """Write the agent dir, start ``kagent-adk run`` on a free port, wait until it serves its card and health.
+
+    ``env`` adds to / overrides the runtime's environment (e.g. ``OTEL_TRACING_ENABLED=true`` and its exporter).
 
     The port is picked before the runtime binds it, so another process may take it in between: then it is retried
     on a new port (twice at most)."""
     for attempt in range(3):
         try:
-            return _start_once(model, working_dir, timeout)
+            return _start_once(model, working_dir, timeout, env, model_streaming)
         except _PortTaken:
             if attempt == 2:
                 raise
@@ -234,18 +250,20 @@ class _PortTaken(RuntimeError):
     pass
 
 
-def _start_once(model: ModelServerClient, working_dir: Path, timeout: float) -> KagentRuntime:
+def _start_once(
+    model: ModelServerClient, working_dir: Path, timeout: float, env: dict[str, str] | None, model_streaming: bool
+) -> KagentRuntime:
     executable = kagent_executable()
     if not executable.exists():
         raise FileNotFoundError(f"{executable} not found: run scripts/setup-kagent-runtime.sh")
     port = free_port()
-    write_agent_dir(working_dir, model.url, port)
+    write_agent_dir(working_dir, model.url, port, model_streaming=model_streaming)
     log_path = working_dir / "kagent-adk.log"
     cmd = [str(executable), "run", AGENT_MODULE, "--local", "--working-dir", str(working_dir)]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "wb") as log:  # a file, not a pipe: a chatty runtime can never block on it
         process = subprocess.Popen(
-            cmd, cwd=working_dir, env=runtime_env(working_dir), stdout=log, stderr=subprocess.STDOUT
+            cmd, cwd=working_dir, env=runtime_env(working_dir, env), stdout=log, stderr=subprocess.STDOUT
         )
     runtime = KagentRuntime(
         url=f"http://127.0.0.1:{port}/", port=port, working_dir=working_dir, log_path=log_path, model=model,
@@ -331,6 +349,7 @@ def record(runtime: KagentRuntime, out_dir: Path) -> list[Path]:
         "task-failed.json": runtime.send("Please fail: the model answers HTTP 500"),
         "error-missing-message-id.json": runtime.send("What is OpenShift?", message_id=""),
         "stream-completed.sse": runtime.send("In one sentence, what is OpenShift?", method="message/stream"),
+        "stream-tool-call.sse": runtime.send("Which pods run in the default namespace?", method="message/stream"),
     }
     completed = json.loads(bodies["task-completed.json"])["result"]
     bodies["tasks-get-completed.json"] = post_json(

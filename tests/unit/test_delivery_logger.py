@@ -22,8 +22,10 @@ class FakeAgent:
     def __init__(self, fail: bool = False, delay: float = 0.0) -> None:
         self.fail = fail
         self.delay = delay
+        self.headers: list[dict[str, str] | None] = []
 
-    def ask(self, question: str, timeout: float = 120) -> AgentReply:
+    def ask(self, question: str, timeout: float = 120, headers: dict[str, str] | None = None) -> AgentReply:
+        self.headers.append(headers)
         time.sleep(self.delay)
         reply = AgentReply(
             answer=f"echo {question}",
@@ -171,3 +173,22 @@ def test_result_reads_agree_with_each_other(make_logger) -> None:
     first = {**result}
     assert dict(result) == first == json.loads(json.dumps(result, default=str)) == result.to_dict()
     assert result == first and repr(result) == repr(first)
+
+
+def test_the_question_names_its_trace_in_traceparent(make_logger) -> None:
+    """The ids the agent gets up front are the ones the sink's trace uses later (one distributed trace)."""
+    from kagent_mlflow.sinks._trace import build_trace
+    from kagent_mlflow.sinks.redact import Redactor
+
+    agent = FakeAgent()
+    logger = make_logger(FakeSink(), agent)
+    result = logger.send_question("hi")
+    headers = agent.headers[-1]
+    assert headers is not None
+    version, trace_hex, span_hex, flags = headers["traceparent"].split("-")
+    assert (version, flags) == ("00", "01")  # sampled: an unsampled parent makes the runtime record nothing
+    assert headers["tracestate"] == f"kagent-mlflow={result['interaction_id']}"
+    built = build_trace(result.interaction, "1", "run", Redactor())
+    root = built.spans[0]
+    assert built.info.trace_id == f"tr-{trace_hex}"
+    assert (root.trace_id, root.span_id, root.parent_id) == (f"tr-{trace_hex}", span_hex, None)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,6 +22,7 @@ from ..config import check_http_url, check_question
 from ..errors import AgentError, AgentProtocolError, AgentTaskError, AgentTimeoutError
 from ._loop import LoopThread
 from .card import CardUnavailable, Endpoint, endpoint_from_card, fallback_endpoint, fetch_card, not_found_hint
+from .headers import add_headers, send_headers
 from .models import AgentReply
 from .parse import ERROR_STATES, PENDING_STATES, ReplyShapeError, message_text, one_line, parse_reply
 from .wire import Exchange, body_problem, classify, record_response, start_exchange
@@ -78,15 +79,31 @@ class AgentClient:
         t = self._timeout(timeout)
         return self._runner.run(self._guarded(self._connect_endpoint(), _Call(), t))
 
-    def ask(self, question: str, *, context_id: str | None = None, timeout: float | None = None) -> AgentReply:
-        """Send ``question`` and wait for the agent's answer (at most ``timeout`` seconds in all)."""
-        question = check_question(question)
-        return self._runner.run(self._ask(question, context_id, self._timeout(timeout)))
+    def ask(
+        self,
+        question: str,
+        *,
+        context_id: str | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AgentReply:
+        """Send ``question`` and wait for the agent's answer (at most ``timeout`` seconds in all).
 
-    async def aask(self, question: str, *, context_id: str | None = None, timeout: float | None = None) -> AgentReply:
+        ``headers`` go on every HTTP request of this question (e.g. W3C ``traceparent``/``tracestate``)."""
+        question = check_question(question)
+        return self._runner.run(self._ask(question, context_id, self._timeout(timeout), headers))
+
+    async def aask(
+        self,
+        question: str,
+        *,
+        context_id: str | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AgentReply:
         """``ask`` for async callers; runs on the client's own loop, so any caller loop may await it."""
         question = check_question(question)
-        future = self._runner.submit(self._ask(question, context_id, self._timeout(timeout)))
+        future = self._runner.submit(self._ask(question, context_id, self._timeout(timeout), headers))
         return await asyncio.wrap_future(future)
 
     def close(self) -> None:
@@ -109,7 +126,10 @@ class AgentClient:
     def _timeout(self, timeout: float | None) -> float:
         return float(timeout) if timeout is not None else self.timeout
 
-    async def _ask(self, question: str, context_id: str | None, timeout: float) -> AgentReply:
+    async def _ask(
+        self, question: str, context_id: str | None, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> AgentReply:
+        send_headers(headers)  # this question's task only (see headers.py)
         call = _Call()
         return await self._guarded(self._ask_within(question, context_id, timeout, call), call, timeout)
 
@@ -203,7 +223,7 @@ class AgentClient:
                 timeout=httpx.Timeout(self.timeout),
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
                 follow_redirects=True,
-                event_hooks={"response": [record_response]},
+                event_hooks={"request": [add_headers], "response": [record_response]},
             )
         return self._http
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,37 @@ class ToolCall(BaseModel):
     arguments: Any = None
     result: Any = None
     call_id: str | None = None
+
+
+class ToolStep(ToolCall):
+    """A tool call as one step of the agent's work: when the agent's events say it started and ended.
+
+    Times are epoch milliseconds on the agent's clock, from the timestamps of the events that reported the call and
+    its response; None when the reply carries no timestamps (a plain ``message/send`` task).
+    """
+
+    kind: Literal["tool"] = "tool"
+    started_at_ms: int | None = None
+    ended_at_ms: int | None = None
+
+
+class LlmStep(BaseModel):
+    """One model call the agent reported: the agent message it produced, with that call's usage metadata.
+
+    ``usage`` keeps the agent's own key names (``promptTokenCount`` ...); ``output`` is the message's text and the
+    function calls it asked for. Times as in ``ToolStep``: the call starts when the previous step ended.
+    """
+
+    kind: Literal["llm"] = "llm"
+    usage: dict[str, float] = Field(default_factory=dict)
+    output: Any = None
+    error: str | None = None  # the model call failed (kagent's error code and message)
+    author: str | None = None
+    started_at_ms: int | None = None
+    ended_at_ms: int | None = None
+
+
+Step = Annotated[ToolStep | LlmStep, Field(discriminator="kind")]
 
 
 class AgentReply(BaseModel):

@@ -5,13 +5,20 @@ provider bound to the *global* tracking URI and may export asynchronously. The s
 itself (OpenTelemetry ``ReadableSpan`` wrapped in ``mlflow.entities.Span``) with the interaction's real start and
 end times, and writes them synchronously through a ``TracingClient`` bound to the sink's own tracking URI.
 
-The trace id is derived from ``interaction_id``, so replaying a record writes the *same* trace again (the server
-merges it) instead of a second one.
+The trace id and the root span id are derived from ``interaction_id`` (``trace_context``), so replaying a record
+writes the *same* trace again (the server merges it) instead of a second one, and the A2A request could name them in
+its ``traceparent`` before the answer existed: an agent runtime exporting its own OpenTelemetry spans to MLflow puts
+them under our AGENT span, in this trace.
+
+Below the AGENT root, one span per step the agent reported, in order: an LLM span per model call (with that call's
+token usage, ``mlflow.chat.tokenUsage``) and a TOOL span per tool call (arguments in, result out). Their times come
+from the agent's event timestamps, kept inside the root span's interval (the agent's clock is not ours); without
+timestamps a step covers the root's interval and says so (``timing``). MLflow sums token usage over a trace without
+counting a span whose ancestor already has usage, so the root's total and the per-call usage do not add up twice.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -27,20 +34,14 @@ from mlflow.tracing.constant import (
 )
 
 from .._mlflow_compat import finished_span
-from ..records import Interaction
+from ..a2a.models import LlmStep, ToolCall, ToolStep
+from ..records import Interaction, token_usage_of
+from ..trace_context import hex_id, root_span_hex, trace_id_for
 from .redact import Redactor
 
+__all__ = ["BuiltTrace", "build_trace", "trace_id_for"]
+
 PREVIEW_CHARS = 1000
-
-
-def trace_id_for(interaction_id: str) -> str:
-    """Deterministic MLflow trace id (``tr-`` + 32 hex digits, an OpenTelemetry trace id) for an interaction."""
-    return "tr-" + _hex_id(interaction_id, "trace", 32)
-
-
-def _hex_id(interaction_id: str, salt: str, digits: int) -> str:
-    value = hashlib.sha256(f"kagent-mlflow:{salt}:{interaction_id}".encode()).hexdigest()[:digits]
-    return value if int(value, 16) else "1".rjust(digits, "0")  # OpenTelemetry forbids all-zero ids
 
 
 @dataclass
@@ -104,7 +105,7 @@ def build_trace(interaction: Interaction, experiment_id: str, run_id: str, redac
     if interaction.status == "error" and not error:
         error = "agent gave no answer"
 
-    root_id = int(_hex_id(interaction.interaction_id, "span:root", 16), 16)
+    root_id = int(root_span_hex(interaction.interaction_id), 16)
     root_attrs: dict[str, Any] = {
         SpanAttributeKey.CHAT_USAGE: usage_dict,
         "latency_ms": round(interaction.latency_ms, 3),
@@ -134,24 +135,8 @@ def build_trace(interaction: Interaction, experiment_id: str, run_id: str, redac
             error=error,
         )
     ]
-    for index, call in enumerate(interaction.tool_calls):
-        spans.append(
-            _span(
-                trace_id=trace_id,
-                otel_trace_id=otel_trace_id,
-                span_id=int(_hex_id(interaction.interaction_id, f"span:tool:{index}", 16), 16),
-                parent_id=root_id,
-                name=call.name,
-                span_type=SpanType.TOOL,
-                # The A2A reply carries no per-tool timing: a tool span covers the agent span's interval.
-                start_ns=start_ns,
-                end_ns=end_ns,
-                inputs=redact(call.arguments),
-                outputs=redact(call.result),
-                attributes={"tool_call_id": call.call_id, "timing": "not reported by the agent"},
-                error=None,
-            )
-        )
+    context = _Context(trace_id, otel_trace_id, root_id, start_ns, end_ns, interaction.interaction_id, redact)
+    spans += _step_spans(interaction, context)
 
     metadata = {
         TRACE_SCHEMA_VERSION_KEY: str(TRACE_SCHEMA_VERSION),
@@ -177,3 +162,87 @@ def build_trace(interaction: Interaction, experiment_id: str, run_id: str, redac
         },
     )
     return BuiltTrace(info=info, spans=spans)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every step span shares: its trace, its parent (the root span) and the root's interval."""
+
+    trace_id: str
+    otel_trace_id: int
+    root_id: int
+    start_ns: int
+    end_ns: int
+    interaction_id: str
+    redact: Redactor
+
+    def interval(self, started_at_ms: int | None, ended_at_ms: int | None) -> tuple[int, int, str]:
+        """(start, end, how they were known), clamped into the root span's interval."""
+        if started_at_ms is None and ended_at_ms is None:
+            return self.start_ns, self.end_ns, "not reported by the agent"
+        start = self._clamp(started_at_ms, self.start_ns)
+        end = self._clamp(ended_at_ms, self.end_ns)
+        return start, max(start, end), "agent event timestamps"
+
+    def _clamp(self, at_ms: int | None, default: int) -> int:
+        return default if at_ms is None else min(max(at_ms * 1_000_000, self.start_ns), self.end_ns)
+
+
+def _step_spans(interaction: Interaction, ctx: _Context) -> list[Span]:
+    """An LLM or TOOL span per step; records without timed tool steps (older ones) get a TOOL span per tool call."""
+    spans = []
+    for index, step in enumerate(interaction.steps):
+        span_id = int(hex_id(ctx.interaction_id, f"span:step:{index}", 16), 16)
+        spans.append(
+            _llm_span(step, index, span_id, ctx) if isinstance(step, LlmStep) else _tool_span(step, span_id, ctx)
+        )
+    if not any(isinstance(step, ToolStep) for step in interaction.steps):
+        for index, call in enumerate(interaction.tool_calls):  # span ids as older versions wrote them (replay)
+            spans.append(_tool_span(call, int(hex_id(ctx.interaction_id, f"span:tool:{index}", 16), 16), ctx))
+    return spans
+
+
+def _llm_span(step: LlmStep, index: int, span_id: int, ctx: _Context) -> Span:
+    start, end, timing = ctx.interval(step.started_at_ms, step.ended_at_ms)
+    usage = token_usage_of(step.usage)
+    return _span(
+        trace_id=ctx.trace_id,
+        otel_trace_id=ctx.otel_trace_id,
+        span_id=span_id,
+        parent_id=ctx.root_id,
+        name="llm_call",
+        span_type=SpanType.LLM,
+        start_ns=start,
+        end_ns=end,
+        inputs=None,  # the agent does not report the prompt it sent
+        outputs=ctx.redact(step.output),
+        attributes={
+            SpanAttributeKey.CHAT_USAGE: usage.model_dump() if usage else None,
+            "usage": step.usage or None,
+            "author": step.author,
+            "step": index,
+            "timing": timing,
+        },
+        error=ctx.redact.text(step.error) if step.error else None,
+    )
+
+
+def _tool_span(call: ToolCall, span_id: int, ctx: _Context) -> Span:
+    timed = isinstance(call, ToolStep)
+    start, end, timing = ctx.interval(call.started_at_ms, call.ended_at_ms) if timed else ctx.interval(None, None)
+    result = ctx.redact(call.result)
+    failed = isinstance(result, dict) and "error" in result and "result" not in result  # ADK's tool error shape
+    return _span(
+        trace_id=ctx.trace_id,
+        otel_trace_id=ctx.otel_trace_id,
+        span_id=span_id,
+        parent_id=ctx.root_id,
+        name=call.name,
+        span_type=SpanType.TOOL,
+        start_ns=start,
+        end_ns=end,
+        inputs=ctx.redact(call.arguments),
+        outputs=result,
+        attributes={"tool_call_id": call.call_id, "timing": timing},
+        error=ctx.redact.text(str(result["error"]))[:500] if failed else None,
+    )
