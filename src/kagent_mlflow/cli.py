@@ -309,8 +309,37 @@ def serve_command(
             "(default 20; env KAGENT_MLFLOW_SHUTDOWN_GRACE)."
         ),
     ] = None,
+    a2a: Annotated[bool, typer.Option(help="Also serve the agent over A2A (env KAGENT_MLFLOW_A2A).")] = True,
+    a2a_path: Annotated[
+        str | None, typer.Option(help="Where the A2A agent is served (default /a2a/; env KAGENT_MLFLOW_A2A_PATH).")
+    ] = None,
+    a2a_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Public URL of the A2A endpoint, named in its card (default: as requested; env KAGENT_MLFLOW_A2A_URL)."
+        ),
+    ] = None,
+    a2a_protocols: Annotated[
+        str | None,
+        typer.Option(
+            help="A2A versions the card offers, preferred first (default 1.0,0.3; env KAGENT_MLFLOW_A2A_PROTOCOLS)."
+        ),
+    ] = None,
+    a2a_max_contexts: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="A2A conversations remembered, LRU (default 1000; env KAGENT_MLFLOW_A2A_MAX_CONTEXTS)."
+        ),
+    ] = None,
+    a2a_max_turns: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Turns remembered per A2A conversation (default 20; env KAGENT_MLFLOW_A2A_MAX_TURNS)."
+        ),
+    ] = None,
 ) -> None:
-    """Serve the Pattern 2 agent with MLflow Agent Server: POST /invocations, /responses (streaming), GET /health."""
+    """Serve the Pattern 2 agent with MLflow Agent Server: POST /invocations, /responses (streaming), GET /health;
+    and over A2A at /a2a/ (card at /a2a/.well-known/agent-card.json)."""
     from .serve.config import ServeConfig
     from .serve.runner import run
 
@@ -326,6 +355,12 @@ def serve_command(
             max_json_depth=max_json_depth,
             max_input_items=max_input_items,
             shutdown_grace=shutdown_grace,
+            a2a=None if a2a else False,
+            a2a_path=a2a_path,
+            a2a_url=a2a_url,
+            a2a_protocols=a2a_protocols,
+            a2a_max_contexts=a2a_max_contexts,
+            a2a_max_turns=a2a_max_turns,
         )
         run(config)
     except KagentMlflowError as err:

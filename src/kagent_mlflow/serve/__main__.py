@@ -44,7 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="most input items, else 413 (default 10000; env KAGENT_MLFLOW_MAX_INPUT_ITEMS)",
     )
+    add_a2a_arguments(parser)
     return parser
+
+
+def add_a2a_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-a2a", action="store_true", help="do not serve the A2A face (env KAGENT_MLFLOW_A2A=false)")
+    parser.add_argument("--a2a-path", help="where the A2A agent is served (default /a2a/; env KAGENT_MLFLOW_A2A_PATH)")
+    parser.add_argument(
+        "--a2a-url",
+        help="public URL of the A2A endpoint, named in its card (default: as requested; KAGENT_MLFLOW_A2A_URL)",
+    )
+    parser.add_argument(
+        "--a2a-protocols",
+        help="A2A versions the card offers, preferred first (default 1.0,0.3; env KAGENT_MLFLOW_A2A_PROTOCOLS)",
+    )
+    parser.add_argument(
+        "--a2a-max-contexts",
+        type=int,
+        help="A2A conversations remembered, least recently used forgotten first (default 1000; "
+        "env KAGENT_MLFLOW_A2A_MAX_CONTEXTS)",
+    )
+    parser.add_argument(
+        "--a2a-max-turns",
+        type=int,
+        help="turns remembered per A2A conversation (default 20; env KAGENT_MLFLOW_A2A_MAX_TURNS)",
+    )
 
 
 def config_from_args(argv: list[str] | None = None) -> ServeConfig:
@@ -62,6 +87,12 @@ def config_from_args(argv: list[str] | None = None) -> ServeConfig:
         max_json_depth=args.max_json_depth,
         max_input_items=args.max_input_items,
         shutdown_grace=args.shutdown_grace,
+        a2a=False if args.no_a2a else None,
+        a2a_path=args.a2a_path,
+        a2a_url=args.a2a_url,
+        a2a_protocols=args.a2a_protocols,
+        a2a_max_contexts=args.a2a_max_contexts,
+        a2a_max_turns=args.a2a_max_turns,
     )
 
 

@@ -2,7 +2,8 @@
 
 Routes (MLflow Agent Server's interface): ``POST /invocations`` and ``POST /responses`` (OpenAI Responses format;
 ``"stream": true`` for server-sent events; see :mod:`.routes`), ``GET /health``, ``GET /agent/info``, and the
-OpenAPI schema at ``GET /openapi.json`` (``/docs`` renders it).
+OpenAPI schema at ``GET /openapi.json`` (``/docs`` renders it); and the same agent over A2A under ``--a2a-path``
+(default ``/a2a/``, see :mod:`.a2a`).
 
 For uvicorn: ``uvicorn --factory kagent_mlflow.serve.app:create_app`` or ``uvicorn kagent_mlflow.serve.asgi:app``.
 """
@@ -46,6 +47,11 @@ def create_app(agent: Any = None, config: ServeConfig | None = None) -> Any:
 
     app = FastAPI(title="kagent-mlflow Agent Server", version=__version__, lifespan=_lifespan)
     add_agent_routes(app, invoke, stream, config.limits)
+    app.state.a2a = None
+    if config.a2a:
+        from .a2a import add_a2a_routes
+
+        add_a2a_routes(app, agent, invoke, stream, config)
     info = {"name": getattr(agent, "name", None) or type(agent).__name__, "use_case": "agent"}
     info |= {"mlflow_version": mlflow.__version__, "agent_api": "responses"}
 
@@ -62,6 +68,8 @@ def create_app(agent: Any = None, config: ServeConfig | None = None) -> Any:
     app.state.agent = agent
     app.state.config = config
     mode = "blocking" if config.blocking else "async"
+    if config.a2a:
+        logger.info("A2A agent at %s (card %s.well-known/agent-card.json)", config.a2a_path, config.a2a_path)
     traces = f"traces to {safe_uri(config.tracking_uri)}" if config.tracing else "tracing off"
     logger.info("serving %s (%s handlers), %s", type(agent).__name__, mode, traces)
     _freeze_startup_heap()
@@ -86,6 +94,9 @@ def _freeze_startup_heap() -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: Any) -> AsyncIterator[None]:
     yield
+    if app.state.a2a is not None:  # A2A tasks still running: cancelled, their traces closed as errors
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(app.state.a2a.handler.aclose(), 1.0)
     if app.state.config.tracing:  # deadline set by the runner at SIGTERM; else the grace counts from now
         deadline = getattr(app.state, "shutdown_deadline", None)
         await asyncio.to_thread(flush_traces, deadline, app.state.config.shutdown_grace)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,11 @@ DEFAULT_SHUTDOWN_GRACE = 20.0  # below Kubernetes' default 30 s terminationGrace
 DEFAULT_TRACE_MEMORY_MB = 16.0
 DEFAULT_TRACE_EXPORTERS = 4
 DEFAULT_TRACE_BATCH = 100
+DEFAULT_A2A_PATH = "/a2a/"
+DEFAULT_A2A_MAX_CONTEXTS = 1000  # conversations remembered; the least recently used one is forgotten first
+DEFAULT_A2A_MAX_TURNS = 20  # question/answer turns kept per conversation; older ones are dropped
+A2A_PROTOCOLS = ("1.0", "0.3")
+_A2A_PATH = re.compile(r"^/(?:[A-Za-z0-9._~-]+/)*$")
 
 
 @dataclass(frozen=True)
@@ -99,12 +105,24 @@ class ServeConfig:
     trace_memory_mb: float = DEFAULT_TRACE_MEMORY_MB  # finished traces held in memory; past it they spill to disk
     trace_exporters: int = DEFAULT_TRACE_EXPORTERS  # concurrent OTLP export requests
     trace_batch: int = DEFAULT_TRACE_BATCH  # traces per export request
+    # The A2A face (see :mod:`.a2a`): on/off, where it is mounted, the public URL its card names (None: the URL the
+    # card was fetched through), the protocol versions the card offers (first = preferred) and the chat memory.
+    a2a: bool = True
+    a2a_path: str = DEFAULT_A2A_PATH
+    a2a_url: str | None = None
+    a2a_protocols: tuple[str, ...] = A2A_PROTOCOLS
+    a2a_max_contexts: int = DEFAULT_A2A_MAX_CONTEXTS
+    a2a_max_turns: int = DEFAULT_A2A_MAX_TURNS
 
     def __post_init__(self) -> None:
         if not 0 < self.shutdown_grace <= 3600:  # also false for NaN
             raise ConfigError(
                 f"shutdown grace {self.shutdown_grace!r} must be > 0 and <= 3600 seconds (--shutdown-grace)"
             )
+        object.__setattr__(self, "a2a_path", normalize_a2a_path(self.a2a_path))
+        object.__setattr__(self, "a2a_protocols", parse_a2a_protocols(self.a2a_protocols))
+        if self.a2a_url is not None and not self.a2a_url.startswith(("http://", "https://")):
+            raise ConfigError(f"A2A URL {self.a2a_url!r} must start with http:// or https:// (--a2a-url)")
 
     @property
     def limits(self) -> Limits:
@@ -132,6 +150,12 @@ class ServeConfig:
             "trace_memory_mb": _env_float("KAGENT_MLFLOW_TRACE_MEMORY_MB", DEFAULT_TRACE_MEMORY_MB),
             "trace_exporters": _env_int("KAGENT_MLFLOW_TRACE_EXPORTERS", DEFAULT_TRACE_EXPORTERS),
             "trace_batch": _env_int("KAGENT_MLFLOW_TRACE_BATCH", DEFAULT_TRACE_BATCH),
+            "a2a": _env_bool("KAGENT_MLFLOW_A2A", True),
+            "a2a_path": os.environ.get("KAGENT_MLFLOW_A2A_PATH") or DEFAULT_A2A_PATH,
+            "a2a_url": os.environ.get("KAGENT_MLFLOW_A2A_URL") or None,
+            "a2a_protocols": os.environ.get("KAGENT_MLFLOW_A2A_PROTOCOLS") or A2A_PROTOCOLS,
+            "a2a_max_contexts": _env_int("KAGENT_MLFLOW_A2A_MAX_CONTEXTS", DEFAULT_A2A_MAX_CONTEXTS),
+            "a2a_max_turns": _env_int("KAGENT_MLFLOW_A2A_MAX_TURNS", DEFAULT_A2A_MAX_TURNS),
         }
         config = cls(**values)  # type: ignore[arg-type]
         return config.with_overrides(**overrides)
@@ -140,7 +164,7 @@ class ServeConfig:
         given = {k: v for k, v in overrides.items() if v is not None}
         if "port" in given:
             given["port"] = _port(given["port"])
-        for name in ("max_body_bytes", "max_json_depth", "max_input_items"):
+        for name in ("max_body_bytes", "max_json_depth", "max_input_items", "a2a_max_contexts", "a2a_max_turns"):
             if name in given:
                 given[name] = _positive(f"--{name.replace('_', '-')}", int(given[name]))  # type: ignore[call-overload]
         return replace(self, **given)  # type: ignore[arg-type]
@@ -159,3 +183,27 @@ def _port(value: object) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"port {port} is out of range; use 0-65535 (0 = any free port)")
     return port
+
+
+def normalize_a2a_path(value: str) -> str:
+    """``a2a`` / ``/api/a2a/kagent/x`` -> ``/a2a/`` / ``/api/a2a/kagent/x/``: one leading and one trailing slash."""
+    path = "/" + str(value).strip().strip("/") + "/"
+    path = "/" if path == "//" else path
+    if path == "/" or not _A2A_PATH.match(path):
+        raise ConfigError(
+            f"A2A path {value!r} must be a URL path below / of letters, digits and ._~- (e.g. /a2a/ or "
+            "/api/a2a/kagent/my-agent/); --a2a-path or KAGENT_MLFLOW_A2A_PATH"
+        )
+    return path
+
+
+def parse_a2a_protocols(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"1.0,0.3"`` -> ``("1.0", "0.3")``: the versions the agent card offers, the preferred first."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    versions = tuple(dict.fromkeys(v.strip() for v in items if v.strip()))
+    if not versions or any(v not in A2A_PROTOCOLS for v in versions):
+        raise ConfigError(
+            f"A2A protocols {value!r} must be a comma-separated list of {', '.join(A2A_PROTOCOLS)} "
+            "(--a2a-protocols or KAGENT_MLFLOW_A2A_PROTOCOLS)"
+        )
+    return versions
