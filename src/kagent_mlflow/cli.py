@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from .config import DEFAULT_QUESTION, LOCAL_UI_HOST, LOCAL_UI_PORT, check_question, without_credentials
-from .errors import AgentError, KagentMlflowError
+from .errors import KagentMlflowError
 from .text import printable, printable_data
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ EXIT_BAD_INPUT = 2
 EXIT_AGENT_FAILED = 3
 EXIT_NOT_LOGGED = 4
 EXIT_RECORD_LOST = 5
+EXIT_CANCELLED = 130  # Ctrl-C: the agent's task was cancelled, the question recorded as cancelled (128 + SIGINT)
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -60,6 +61,13 @@ def ask(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent's answer.")] = 120.0,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream/--no-stream",
+            help="Print the answer as it arrives (A2A message/stream, when the agent's card says it streams).",
+        ),
+    ] = False,
     flush_timeout: Annotated[
         float,
         typer.Option(
@@ -98,17 +106,30 @@ def ask(
             typer.echo(notice, err=True)
         if not as_json:
             print_header(question, logger)
+        from .cli_live import LivePrinter
+
+        live = stream and not as_json
         try:
-            result = logger.send_question(question, run_name=run_name, timeout=timeout)
-        except AgentError as err:
+            questions = logger.stream_question(question, run_name=run_name, timeout=timeout, stream=stream)
+            outcome = LivePrinter(show_answer=live, label="\nAnswer: ").run(questions)
+        except KagentMlflowError as err:
+            raise fail(str(err), EXIT_BAD_INPUT) from None
+        result, err = outcome.result, outcome.error
+        if outcome.cancelled:
+            shown = {"answer": None, "status": "cancelled"}
+            if result is not None:
+                shown |= settle_delivery(logger, result, flush_timeout)[1]
+            report(shown, logger, as_json)
+            raise fail("cancelled (Ctrl-C): the agent's task was cancelled", EXIT_CANCELLED)
+        if err is not None:
             shown = {"answer": None, "status": "error"}
             if err.result is not None:
                 shown |= settle_delivery(logger, err.result, flush_timeout)[1]
             report(shown | {"error": str(err)}, logger, as_json)
             raise fail(str(err), EXIT_AGENT_FAILED) from None
-        except KagentMlflowError as err:
-            raise fail(str(err), EXIT_BAD_INPUT) from None
-        if not as_json:
+        if live:
+            report_timing(result)
+        elif not as_json:
             report_answer(result)  # the answer first, before anything waits for MLflow
         state, shown = settle_delivery(logger, result, flush_timeout)
         if as_json:
@@ -121,6 +142,77 @@ def ask(
             raise fail(f"answer not logged, {shown['logging_error']}", EXIT_RECORD_LOST)
 
 
+@app.command()
+def chat(
+    a2a_url: Annotated[str | None, typer.Option(help="A2A endpoint of the agent (env A2A_URL).")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI; unset = local store (env MLFLOW_TRACKING_URI).")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (env MLFLOW_EXPERIMENT, MLFLOW_EXPERIMENT_NAME).")
+    ] = None,
+    s3_endpoint_url: Annotated[
+        str | None, typer.Option(help="S3/MinIO endpoint for artifacts (env MLFLOW_S3_ENDPOINT_URL).")
+    ] = None,
+    aws_access_key_id: Annotated[str | None, typer.Option(help="S3 access key (env AWS_ACCESS_KEY_ID).")] = None,
+    aws_secret_access_key: Annotated[
+        str | None, typer.Option(help="S3 secret key (env AWS_SECRET_ACCESS_KEY).")
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token for the agent (env A2A_TOKEN).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 120.0,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Print answers as they arrive (when the agent streams).")
+    ] = True,
+    flush_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="KAGENT_MLFLOW_FLUSH_TIMEOUT",
+            help="On leaving, seconds to wait for the turns to reach MLflow (env KAGENT_MLFLOW_FLUSH_TIMEOUT).",
+        ),
+    ] = 10.0,
+) -> None:
+    """Chat with the agent: one conversation (the agent keeps its context), every turn logged as its own run and
+    trace, grouped as one MLflow session. /new starts a new conversation, /exit leaves. Piped stdin: one question
+    per line."""
+    import logging
+
+    from .cli_chat import logging_summary, run_chat
+    from .logger import KagentMLflowLogger
+
+    logging.getLogger("kagent_mlflow.delivery").setLevel(logging.ERROR)
+    try:
+        logger = KagentMLflowLogger(
+            mlflow_tracking_uri=tracking_uri,
+            a2a_url=a2a_url,
+            experiment_name=experiment,
+            s3_endpoint_url=s3_endpoint_url,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            a2a_token=token,
+            flush_timeout=flush_timeout,
+            run_id_timeout=flush_timeout,
+        )
+    except KagentMlflowError as err:
+        raise fail(str(err), EXIT_BAD_INPUT) from None
+    with logger:
+        from .ui import first_use_notice
+
+        if notice := first_use_notice(logger.settings):
+            typer.echo(notice, err=True)
+        interactive = sys.stdin.isatty()
+        history = logger.settings.home.expanduser() / "chat_history" if interactive else None
+        tally = run_chat(logger, stream=stream, timeout=timeout, interactive=interactive, history=history)
+        state, lines = logging_summary(tally, logger, flush_timeout)
+        for line in lines:
+            typer.echo(line, err=True)
+    if state == "rejected":
+        raise typer.Exit(EXIT_NOT_LOGGED)
+    if state == "lost":
+        raise typer.Exit(EXIT_RECORD_LOST)
+    if tally.failed:
+        raise fail(f"{tally.failed} of {tally.turns} turn(s) got no answer", EXIT_AGENT_FAILED)
+
+
 def settle_delivery(logger: Any, result: Any, flush_timeout: float) -> tuple[str, dict[str, Any]]:
     """Wait (bounded) for the record to reach MLflow, settle the result; its state and what to show.
 
@@ -131,6 +223,10 @@ def settle_delivery(logger: Any, result: Any, flush_timeout: float) -> tuple[str
     logger.close(timeout=0)  # whatever is still undelivered is already in the spool: don't wait twice
     outcome = result.settle(timeout=0).outcome
     shown = result.to_dict()
+    interaction = getattr(result, "interaction", None)
+    for key in ("ttft_ms", "first_event_ms"):  # streamed: shown in --json beside latency_ms
+        if interaction is not None and getattr(interaction, key) is not None:
+            shown[key] = round(getattr(interaction, key), 3)
     if outcome.state != "on_its_way":
         return outcome.state, shown
     why = f"not delivered within {flush_timeout:g}s; record kept in the spool {logger.pipeline.spool.directory}"
@@ -147,12 +243,19 @@ def report(result: dict[str, Any], logger: Any, as_json: bool) -> None:
     """Print the outcome: one JSON object, or the seed's human-readable lines."""
     if as_json:
         keys = ("answer", "run_id", "run_url", "latency_ms", "interaction_id", "status", "agent", "usage")
-        extra = ("task_id", "context_id", "error", "logging_error")
+        extra = ("task_id", "context_id", "error", "logging_error", "ttft_ms", "first_event_ms")
         payload = {k: result.get(k) for k in keys} | {k: result[k] for k in extra if result.get(k) is not None}
         typer.echo(json.dumps(printable_data(payload), ensure_ascii=False))
         return
     report_answer(result)
     report_logging(result, logger.settings.is_embedded)
+
+
+def report_timing(result: Any) -> None:
+    from .cli_live import timing_line
+
+    if line := timing_line(result):
+        typer.echo(line)
 
 
 def report_answer(result: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .a2a.card import agent_name_from_url
 from .a2a.models import AgentReply
@@ -20,6 +20,10 @@ from .records import Destination, Interaction, new_interaction_id
 from .result import QuestionResult
 from .text import printable
 from .trace_context import trace_headers
+
+if TYPE_CHECKING:
+    from .conversation import Conversation
+    from .question_stream import QuestionStream
 
 __all__ = ["KagentMLflowLogger", "QuestionResult"]
 
@@ -98,24 +102,14 @@ class KagentMLflowLogger:
         (raising does not wait for MLflow; reading the result's run keys does, bounded).
         """
         question = check_question(question)
-        interaction_id = new_interaction_id()
-        started_at_ms = int(time.time() * 1000)
-        stub = Interaction(
-            interaction_id=interaction_id,
-            question=question,
-            agent_name=agent_name_from_url(self.settings.a2a_url),
-            a2a_url=self.settings.a2a_url,
-            started_at_ms=started_at_ms,
-            destination=Destination.from_settings(self.settings),
-            run_name=run_name,
-        )
+        stub = self._stub(question, run_name)
         pending = self._begin(stub)
         t0 = time.perf_counter()
         error: AgentError | None = None
         try:
             # The wire carries UTF-8 only: undecodable input goes to the agent as shown to the user (escaped).
             # traceparent names the trace the sink writes later: an agent exporting OpenTelemetry joins it.
-            headers = trace_headers(interaction_id)
+            headers = trace_headers(stub.interaction_id)
             reply: AgentReply | None = self._client().ask(printable(question), timeout=timeout, headers=headers)
         except AgentError as err:
             error, reply = err, err.reply
@@ -129,6 +123,47 @@ class KagentMLflowLogger:
         if error is not None:
             raise error.with_result(result).with_traceback(error.__traceback__) from None
         return result
+
+    def stream_question(
+        self,
+        question: str,
+        run_name: str | None = None,
+        timeout: float = 120,
+        *,
+        stream: bool = True,
+        context_id: str | None = None,
+    ) -> QuestionStream:
+        """Ask the agent and read its answer as it arrives: iterate (``for`` or ``async for``) over the events.
+
+        Uses A2A ``message/stream`` when the agent's card says it streams (``stream=False``, or an agent that
+        cannot: ``message/send``), and follows a task that is still working with ``tasks/get`` until it ends.
+        After the iteration ``.result`` is the ``QuestionResult``, with ``ttft_ms`` and the raw event list; a
+        failure raises ``AgentError`` (with ``.result``) like ``send_question``; ``.cancel()`` cancels the task
+        and records it as cancelled. Nothing is sent before the iteration starts.
+        """
+        from .question_stream import QuestionStream
+
+        question = check_question(question)
+        return QuestionStream(self, question, run_name=run_name, timeout=timeout, stream=stream, context_id=context_id)
+
+    def conversation(self, conversation_id: str | None = None) -> Conversation:
+        """A multi-turn conversation: every question continues the agent's context (A2A ``contextId``), each
+        turn is its own run and trace, grouped in MLflow as one session (see ``Conversation``)."""
+        from .conversation import Conversation
+
+        return Conversation(self, conversation_id)
+
+    def _stub(self, question: str, run_name: str | None) -> Interaction:
+        """The record of a question about to be sent: its id, where it goes."""
+        return Interaction(
+            interaction_id=new_interaction_id(),
+            question=question,
+            agent_name=agent_name_from_url(self.settings.a2a_url),
+            a2a_url=self.settings.a2a_url,
+            started_at_ms=int(time.time() * 1000),
+            destination=Destination.from_settings(self.settings),
+            run_name=run_name,
+        )
 
     def _begin(self, stub: Interaction) -> PendingRun | None:
         """Mark the request live and let its run be opened early; a logging failure never stops the question."""

@@ -105,7 +105,7 @@ class Interaction(BaseModel):
     interaction_id: str = Field(default_factory=new_interaction_id)
     question: str
     answer: str | None = None
-    status: Literal["ok", "error"] = "ok"
+    status: Literal["ok", "error", "cancelled"] = "ok"  # cancelled: the user stopped it (Ctrl-C, tasks/cancel)
     error: str | None = None
     agent_name: str
     a2a_url: str
@@ -117,8 +117,18 @@ class Interaction(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     # The agent's model and tool calls in order, with their times and per-call usage (empty in older records).
     steps: list[Step] = Field(default_factory=list)
+    # The reply body as received; for a streamed reply the list of every event body, in order, with
+    # ``event_times_ms`` the arrival of each (ms after the request was sent).
     raw_response: Any = None
     latency_ms: float = 0.0
+    streamed: bool = False
+    event_times_ms: list[float] = Field(default_factory=list)
+    first_event_ms: float | None = None  # streamed: time to the first event
+    ttft_ms: float | None = None  # streamed: time to the first event carrying the agent's text
+    # A turn of a conversation (``chat``, ``logger.conversation()``): MLflow's session id of the trace, and the
+    # turn's number in it (1, 2, ...).
+    conversation_id: str | None = None
+    turn: int | None = None
     started_at_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
     experiment_name: str
     run_name: str | None = None

@@ -57,7 +57,11 @@ REPO = Path(__file__).resolve().parents[2]
 AGENT_NAME = "test-agent"
 INCLUSTER_URL = "http://kagent-controller.kagent:8083/api/a2a/kagent/test-agent/"
 BEHAVIOURS = ("[message]", "[fail]", "[reject]", "[cancel]", "[input]", "[empty]", "[tool]", "[slow:MS]", "[auth]")
-BAD_ROUTES = ("http500", "http404", "notjson", "rpcerror", "badresult", "hang", "v03only", "legacy", "echo")
+BAD_ROUTES = ("http500", "http404", "notjson", "rpcerror", "badresult", "hang", "v03only", "legacy", "echo", "sse")
+# Keywords the ``sse`` route (A2A 0.3, card says it streams) reads in the question: how its message/stream misbehaves.
+SSE_BEHAVIOURS = ("[drop]", "[huge]", "[badutf8]", "[afterfinal]", "[malformed]", "[errorevent]", "[unsupported]",
+                  "[noevents]", "[crlf]")  # fmt: skip
+HUGE_EVENT_BYTES = 5 * 1024 * 1024
 INPUT_QUESTION = "Which namespace do you mean?"
 
 
@@ -86,12 +90,12 @@ def build_app(base_url: str, name: str = AGENT_NAME) -> Any:
     from starlette.responses import JSONResponse
     from starlette.routing import Mount, Route
 
-    def card(url: str, version: str) -> AgentCard:
+    def card(url: str, version: str, streaming: bool = False) -> AgentCard:
         return AgentCard(
             name=name,
             description="Deterministic A2A test agent (kagent-mlflow tests).",
             version="1.0.0",
-            capabilities=AgentCapabilities(streaming=False),
+            capabilities=AgentCapabilities(streaming=streaming),
             default_input_modes=["text"],
             default_output_modes=["text"],
             skills=[AgentSkill(id="answer", name="Answer", description="Answers any question.", tags=["test"])],
@@ -128,6 +132,7 @@ def build_app(base_url: str, name: str = AGENT_NAME) -> Any:
     return Starlette(
         routes=[
             Mount("/incluster", routes=face(card(INCLUSTER_URL, "1.0"))),
+            Mount("/stream", routes=face(card(f"{base_url}stream/", "1.0", streaming=True))),
             Mount("/v03", routes=v03_routes),
             *face(card(base_url, "1.0")),
         ]
@@ -147,6 +152,8 @@ class ScriptedExecutor(AgentExecutor):
         slow = re.search(r"\[slow:(\d+)\]", lowered)
         if slow:
             await asyncio.sleep(int(slow.group(1)) / 1000)
+        if context.current_task is not None and re.search(r"\[long:\d+\]", lowered):
+            return  # a reply to a task still running: nothing to do
         answer = answer_for(question)
         if "[auth]" in lowered:
             headers = context.call_context.state.get("headers", {})
@@ -170,6 +177,12 @@ class ScriptedExecutor(AgentExecutor):
         task = context.current_task or new_task_from_user_message(context.message)
         await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
+        long = re.search(r"\[long:(\d+)\]", lowered)
+        if long:  # a long task: a working update every 100 ms (with a tool call on the first) until MS have passed
+            await self._long_task(updater, int(long.group(1)) / 1000)
+        if context.current_task is not None and "[input]" not in lowered:
+            answer = f"Answer to: {question} (continuing task {task.id})"  # the user's reply to input-required
+            usage = {"kagent_usage_metadata": usage_for(question, answer)}
 
         def agent_message(text: str, metadata: dict[str, Any] | None = None) -> Any:
             return updater.new_agent_message([new_text_part(text)], metadata=metadata)
@@ -188,6 +201,16 @@ class ScriptedExecutor(AgentExecutor):
             await updater.update_status(TaskState.TASK_STATE_COMPLETED, metadata=usage)
         elif "[tool]" in lowered:
             await self._tool_round(updater, question, answer, usage)
+        elif "[chunks]" in lowered:  # the answer as an artifact sent in chunks, one word each
+            words = answer.split(" ")
+            artifact_id = uuid.uuid4().hex
+            for index, word in enumerate(words):
+                text = word if index == 0 else " " + word
+                last = index == len(words) - 1
+                await updater.add_artifact([new_text_part(text)], artifact_id=artifact_id, name="answer",
+                                           append=index > 0, last_chunk=last)  # fmt: skip
+                await asyncio.sleep(0.02)
+            await updater.update_status(TaskState.TASK_STATE_COMPLETED, metadata=usage)
         else:
             await updater.add_artifact([new_text_part(answer)], name="answer")
             await updater.update_status(TaskState.TASK_STATE_COMPLETED, metadata=usage)
@@ -212,6 +235,19 @@ class ScriptedExecutor(AgentExecutor):
         await updater.update_status(TaskState.TASK_STATE_WORKING, final)
         await updater.add_artifact([new_text_part(answer)], name="answer")
         await updater.update_status(TaskState.TASK_STATE_COMPLETED, metadata=usage)
+
+    @staticmethod
+    async def _long_task(updater: Any, seconds: float) -> None:
+        from a2a.helpers import new_data_part
+        from a2a.types.a2a_pb2 import TaskState
+
+        call = new_data_part({"id": "call_long_0", "name": "collect_metrics", "args": {"window": "5m"}})
+        call.metadata.update({"kagent_type": "function_call"})
+        await updater.update_status(TaskState.TASK_STATE_WORKING, updater.new_agent_message([call]))
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+            await updater.update_status(TaskState.TASK_STATE_WORKING)
 
     async def cancel(self, context: Any, event_queue: Any) -> None:
         from a2a.server.tasks import TaskUpdater
@@ -259,6 +295,11 @@ class A2AAgent:
     def incluster_url(self) -> str:
         """The same agent, but its card advertises an unreachable in-cluster URL (as kagent's do)."""
         return f"{self.url}incluster/"
+
+    @property
+    def stream_url(self) -> str:
+        """The same agent with a card that says it streams (``message/stream``)."""
+        return f"{self.url}stream/"
 
     @property
     def v03_url(self) -> str:
@@ -385,6 +426,8 @@ class _BadHandler(BaseHTTPRequestHandler):
             self._send(200, "<html><body>not an agent</body></html>", "text/html")
         elif route == "legacy" and rest == ".well-known/agent.json":
             self._send(200, LEGACY_CARD)
+        elif route == "sse" and rest == ".well-known/agent.json":
+            self._send(200, {**LEGACY_CARD, "name": "sse-agent", "url": f"{self.server.base}/sse/"})
         else:
             self._send(404, "not found", "text/plain")
 
@@ -413,6 +456,11 @@ class _BadHandler(BaseHTTPRequestHandler):
             self.server.stopping.wait(120)
         elif route in ("v03only", "legacy", "echo"):
             self._jsonrpc_03(body, rpc_id, route)
+        elif route == "sse":
+            if isinstance(body, dict) and body.get("method") == "message/stream":
+                self._stream_03(body, rpc_id)
+            else:
+                self._jsonrpc_03(body, rpc_id, route)
         else:
             self._send(404, "no such route", "text/plain")
 
@@ -441,6 +489,68 @@ class _BadHandler(BaseHTTPRequestHandler):
         else:
             task = kagent_task(question)
         self._send(200, {"jsonrpc": "2.0", "id": rpc_id, "result": task})
+
+    def _stream_03(self, body: dict[str, Any], rpc_id: Any) -> None:
+        """message/stream, kagent-shaped events, misbehaving as the question's keyword says (SSE_BEHAVIOURS)."""
+        message = body.get("params", {}).get("message", {})
+        question = " ".join(p.get("text", "") for p in message.get("parts", []) if isinstance(p, dict))
+        if "[unsupported]" in question:
+            error = {"code": -32601, "message": "Method not found"}
+            self._send(200, {"jsonrpc": "2.0", "id": rpc_id, "error": error})
+            return
+        task = kagent_task(question)
+        task_id, context_id, answer = task["id"], task["contextId"], answer_for(question)
+        usage = task["metadata"]
+
+        def event(result: dict[str, Any]) -> bytes:
+            return b"data: " + json.dumps({"jsonrpc": "2.0", "id": rpc_id, "result": result}).encode() + b"\n\n"
+
+        def status(state: str, final: bool = False, text: str | None = None) -> bytes:
+            update: dict[str, Any] = {"kind": "status-update", "taskId": task_id, "contextId": context_id,
+                                      "final": final, "status": {"state": state}}  # fmt: skip
+            if text is not None:
+                parts = [{"kind": "text", "text": text}]
+                message = {"kind": "message", "role": "agent", "messageId": uuid.uuid4().hex, "parts": parts}
+                update["status"]["message"] = {**message, "metadata": usage}
+            return event(update)
+
+        def artifact(text: str) -> bytes:
+            return event({"kind": "artifact-update", "taskId": task_id, "contextId": context_id, "lastChunk": True,
+                          "artifact": {"artifactId": "a1", "parts": [{"kind": "text", "text": text}]}})  # fmt: skip
+
+        events = [status("submitted"), status("working")]
+        if "[drop]" in question:
+            self.server.working[task_id] = question  # tasks/get then reports it completed
+        elif "[huge]" in question:
+            events += [status("working", text="x" * HUGE_EVENT_BYTES), artifact(answer), status("completed", True)]
+        elif "[badutf8]" in question:
+            events += [artifact(answer).replace(b"Answer to:", b"Answer \xff\xfe to:"), status("completed", True)]
+        elif "[afterfinal]" in question:
+            events += [artifact(answer), status("completed", True), artifact("INJECTED after the end"),
+                       status("failed", True)]  # fmt: skip
+        elif "[malformed]" in question:
+            self.server.working[task_id] = question
+            events += [b"data: {this is not json\n\n", artifact(answer), status("completed", True)]
+        elif "[errorevent]" in question:
+            error = {"code": -32603, "message": "Internal error: the agent crashed"}
+            events += [b"data: " + json.dumps({"jsonrpc": "2.0", "id": rpc_id, "error": error}).encode() + b"\n\n"]
+        elif "[noevents]" in question:
+            events = [b": a comment, then nothing\n\n"]
+        elif "[crlf]" in question:
+            events = [e.replace(b"\n", b"\r\n") for e in [*events, artifact(answer), status("completed", True)]]
+        else:
+            events += [artifact(answer), status("completed", True)]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for chunk in events:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except OSError:
+            pass
 
 
 class BadServer(ThreadingHTTPServer):

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import httpx
     from a2a.client import Client
 
+    from .streaming import ReplyStream
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -64,6 +66,7 @@ class AgentClient:
         self._runner = LoopThread()
         self._http: httpx.AsyncClient | None = None
         self._sdk: Client | None = None
+        self._sdk_stream: Client | None = None  # the same, speaking message/stream (when the card says it streams)
         self._endpoint: Endpoint | None = None
         self._setup_lock: asyncio.Lock | None = None
 
@@ -105,6 +108,32 @@ class AgentClient:
         question = check_question(question)
         future = self._runner.submit(self._ask(question, context_id, self._timeout(timeout), headers))
         return await asyncio.wrap_future(future)
+
+    def stream(
+        self,
+        question: str,
+        *,
+        context_id: str | None = None,
+        task_id: str | None = None,
+        timeout: float | None = None,
+        prefer_stream: bool = True,
+        input_required_ok: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> ReplyStream:
+        """Send ``question`` and iterate over the agent's events (``StreamEvent``) as they arrive.
+
+        Uses ``message/stream`` when ``prefer_stream`` and the card says the agent streams, else ``message/send``;
+        a task left unfinished (stream ended early, connection dropped, a working task) is followed with
+        ``tasks/get`` until it ends or ``timeout`` passes. After the iteration ``.reply`` is the ``AgentReply``;
+        a failure is raised at the end of the iteration (``AgentError``). ``.cancel()`` cancels the task.
+        ``input_required_ok``: a task waiting for the user's input is an answer (its question), not an error.
+        ``headers`` go on every HTTP request of this question (as for ``ask``).
+        """
+        from .streaming import ReplyStream
+
+        question = check_question(question)
+        options = dict(prefer_stream=prefer_stream, input_required_ok=input_required_ok, headers=headers)
+        return ReplyStream(self, question, context_id, task_id, self._timeout(timeout), **options)
 
     def close(self) -> None:
         """Close the HTTP connections and stop the client's thread. Idempotent."""
@@ -209,6 +238,10 @@ class AgentClient:
                     streaming=False, httpx_client=http, supported_protocol_bindings=[TransportProtocol.JSONRPC]
                 )
                 self._sdk = ClientFactory(config).create(endpoint.card)
+                config = ClientConfig(
+                    streaming=True, httpx_client=http, supported_protocol_bindings=[TransportProtocol.JSONRPC]
+                )
+                self._sdk_stream = ClientFactory(config).create(endpoint.card)
                 self._endpoint = endpoint
                 logger.debug("A2A %s agent %r at %s", endpoint.protocol_version, endpoint.name, safe_url(endpoint.url))
         return self._sdk, self._endpoint
@@ -228,12 +261,15 @@ class AgentClient:
         return self._http
 
     @staticmethod
-    def _message_request(question: str, context_id: str | None) -> Any:
+    def _message_request(question: str, context_id: str | None, task_id: str | None = None) -> Any:
+        """The message; ``task_id`` continues a task that asked for input (its ``input-required`` question)."""
         from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
 
         message = Message(role=Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=[Part(text=question)])
         if context_id:
             message.context_id = context_id
+        if task_id:
+            message.task_id = task_id
         return SendMessageRequest(message=message)
 
     @staticmethod
@@ -245,13 +281,15 @@ class AgentClient:
     async def _send(self, sdk: Client, request: Any, timeout: float, call: _Call) -> Any:
         """Send one request through the SDK; return the JSON body exactly as received."""
         from a2a.client import ClientCallContext
-        from a2a.types.a2a_pb2 import GetTaskRequest
+        from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest
 
         exchange = call.exchange = start_exchange()
         context = ClientCallContext(timeout=timeout)
         try:
             if isinstance(request, GetTaskRequest):
                 await sdk.get_task(request, context=context)
+            elif isinstance(request, CancelTaskRequest):
+                await sdk.cancel_task(request, context=context)
             else:
                 async for _event in sdk.send_message(request, context=context):
                     pass

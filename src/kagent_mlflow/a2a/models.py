@@ -51,7 +51,9 @@ class AgentReply(BaseModel):
     """A parsed A2A reply.
 
     ``usage`` holds every numeric field of the reply's usage metadata under its own key
-    (``promptTokenCount`` ...); ``raw`` is the JSON-RPC response body exactly as received.
+    (``promptTokenCount`` ...); ``raw`` is the JSON-RPC response body exactly as received - for a streamed reply
+    (``message/stream``), the list of every event body as received, in order, with ``event_times_ms`` the
+    arrival time of each (ms after the request was sent; polled ``tasks/get`` replies after an early end included).
     """
 
     answer: str
@@ -65,3 +67,7 @@ class AgentReply(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     raw: Any = None
     latency_ms: float = 0.0
+    streamed: bool = False
+    event_times_ms: list[float] = Field(default_factory=list)
+    first_event_ms: float | None = None  # streamed: when the first event arrived
+    ttft_ms: float | None = None  # streamed: when the first event carrying agent text arrived

@@ -12,7 +12,9 @@ import asyncio
 import contextvars
 import json
 import socket
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -31,6 +33,10 @@ class Exchange:
     reason: str = ""
     content_type: str = ""
     body: bytes = b""
+    # A streamed (text/event-stream) reply: each event's data as it arrived, (perf_counter time, JSON or text).
+    events: list[tuple[float, Any]] = field(default_factory=list)
+    streamed: bool = False
+    dropped: int = 0  # events past MAX_EVENTS, not kept
 
     @property
     def arrived(self) -> bool:
@@ -62,15 +68,92 @@ def start_exchange() -> Exchange:
 
 
 async def record_response(response: httpx.Response) -> None:
-    """httpx response hook: read the body and note it on the request's ``Exchange``, if one is open."""
+    """httpx response hook: read the body and note it on the request's ``Exchange``, if one is open.
+
+    A server-sent event stream is not read here (that would wait for its end): its bytes are copied into
+    ``Exchange.events`` while the SDK reads them, so every event is kept exactly as it arrived.
+    """
     exchange = _current.get()
     if exchange is None:
         return
-    await response.aread()
     exchange.status = response.status_code
     exchange.reason = response.reason_phrase
     exchange.content_type = response.headers.get("content-type", "")
+    if response.status_code < 400 and "text/event-stream" in exchange.content_type:
+        exchange.streamed = True
+        response.stream = _SSETee(response.stream, exchange)  # type: ignore[assignment]
+        return
+    await response.aread()
     exchange.body = response.content
+
+
+MAX_EVENT_BYTES = 4 * 1024 * 1024  # an event's data kept in full up to this size, else as a note of its size
+MAX_EVENTS = 10_000  # events kept per request (a runaway stream must not fill the memory or the spool)
+
+
+class _SSETee(httpx.AsyncByteStream):
+    """Wraps an httpx response stream: passes the bytes through untouched and splits a copy into SSE events."""
+
+    def __init__(self, inner: Any, exchange: Exchange) -> None:
+        self._inner = inner
+        self._exchange = exchange
+        self._buffer = b""
+        self._data: list[bytes] = []
+        self._size = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            try:
+                self._feed(chunk)
+            except Exception:  # noqa: BLE001 - keeping a copy must never break the stream the SDK reads
+                pass
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def _feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        while True:
+            cut = min((i for i in (self._buffer.find(b"\n"), self._buffer.find(b"\r")) if i >= 0), default=-1)
+            if cut < 0:
+                if len(self._buffer) > MAX_EVENT_BYTES:  # one endless line: count it, keep no more of it
+                    self._size += len(self._buffer)
+                    self._buffer = b""
+                return
+            line = self._buffer[:cut]
+            skip = 2 if self._buffer[cut : cut + 2] == b"\r\n" else 1
+            self._buffer = self._buffer[cut + skip :]
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        if not line:
+            self._dispatch()
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            value = value[1:] if value.startswith(b" ") else value
+            self._size += len(value)
+            if self._size <= MAX_EVENT_BYTES:
+                self._data.append(value)
+
+    def _dispatch(self) -> None:
+        if not self._data and not self._size:
+            return
+        data, size = b"\n".join(self._data), self._size
+        self._data, self._size = [], 0
+        exchange = self._exchange
+        if len(exchange.events) >= MAX_EVENTS:
+            exchange.dropped += 1
+            return
+        if size > MAX_EVENT_BYTES:
+            value: Any = f"(event of {size} bytes not kept: larger than {MAX_EVENT_BYTES} bytes)"
+        else:
+            text = data.decode("utf-8", "replace")
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = text
+        exchange.events.append((time.perf_counter(), value))
 
 
 def jsonrpc_error(body: Any) -> str | None:
@@ -115,7 +198,7 @@ def classify(err: BaseException, url: str, exchange: Exchange | None, timeout: f
     raw = exchange.raw() if exchange else None
     if _caused_by(err, (asyncio.TimeoutError, httpx.TimeoutException)) or type(err).__name__ == "A2AClientTimeoutError":
         return AgentTimeoutError(url, f"no reply within {timeout:g} s (timeout); is the agent stuck or slow?", raw=raw)
-    if exchange is not None and exchange.arrived:
+    if exchange is not None and exchange.arrived and not exchange.streamed:
         problem = body_problem(exchange)
         if problem:
             return AgentProtocolError(url, problem, raw=raw)

@@ -35,6 +35,9 @@ def run_tags(interaction: Interaction, redact: Redactor) -> dict[str, str]:
         "protocol_version": interaction.protocol_version,
         "status": interaction.status,
         "error": redact.text(interaction.error)[:_TAG_MAX] if interaction.error else None,
+        "conversation_id": interaction.conversation_id,
+        "turn": interaction.turn,
+        "streamed": "true" if interaction.streamed else None,
     }
     return {k: str(v) for k, v in tags.items() if v is not None}
 
@@ -42,6 +45,10 @@ def run_tags(interaction: Interaction, redact: Redactor) -> dict[str, str]:
 def run_batch(interaction: Interaction, redact: Redactor) -> tuple[list[Metric], list[Param], list[RunTag]]:
     """Everything for the one ``log_batch`` call."""
     values: dict[str, float] = {"latency_ms": float(interaction.latency_ms)}
+    for key in ("ttft_ms", "first_event_ms"):  # streamed replies: when the first text / the first event arrived
+        value = getattr(interaction, key)
+        if value is not None:
+            values[key] = float(value)
     for key, value in interaction.usage.items():  # every numeric usage field, under the agent's own name
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             values[_METRIC_KEY.sub("_", key)[:250]] = float(value)

@@ -144,12 +144,14 @@ def build_trace(interaction: Interaction, experiment_id: str, run_id: str, redac
     }
     if usage_dict:
         metadata[TraceMetadataKey.TOKEN_USAGE] = json.dumps(usage_dict)
+    if interaction.conversation_id:  # MLflow's Sessions view groups a conversation's turns by this
+        metadata[TraceMetadataKey.TRACE_SESSION] = interaction.conversation_id
     info = TraceInfo(
         trace_id=trace_id,
         trace_location=TraceLocation.from_experiment_id(experiment_id),
         request_time=interaction.started_at_ms,
         execution_duration=max(0, interaction.ended_at_ms - interaction.started_at_ms),  # as the run's
-        state=TraceState.ERROR if interaction.status == "error" else TraceState.OK,
+        state=TraceState.OK if interaction.status == "ok" else TraceState.ERROR,
         request_preview=_preview(json.dumps(question)),
         response_preview=_preview(json.dumps(answer if answer is not None else error)),
         client_request_id=interaction.interaction_id,
@@ -159,6 +161,7 @@ def build_trace(interaction: Interaction, experiment_id: str, run_id: str, redac
             "interaction_id": interaction.interaction_id,
             "agent": interaction.agent_name,
             "status": interaction.status,
+            **({"turn": str(interaction.turn)} if interaction.turn is not None else {}),
         },
     )
     return BuiltTrace(info=info, spans=spans)

@@ -65,7 +65,7 @@ from .redact import Redactor
 
 STEPS = ("run", "batch", "artifacts", "trace", "end")
 FAULT_ENV = "KAGENT_MLFLOW_FAULT_AFTER_STEP"  # test hook: SIGKILL this process right after the named step
-_TERMINAL = {RunStatus.to_string(RunStatus.FINISHED), RunStatus.to_string(RunStatus.FAILED)}
+_TERMINAL = {RunStatus.to_string(s) for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)}
 _MEMORY = 10_000  # interaction ids remembered per sink
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 
@@ -213,7 +213,7 @@ class MlflowSink:
             self._log_trace(interaction, experiment_id, run_id)
             self._step("trace", _stop_after)
 
-            status = RunStatus.FINISHED if interaction.status == "ok" else RunStatus.FAILED
+            status = {"ok": RunStatus.FINISHED, "cancelled": RunStatus.KILLED}.get(interaction.status, RunStatus.FAILED)
             compat.end_run(self._tracing_client(), run_id, status, interaction.ended_at_ms)
             self._remember(interaction.interaction_id, _Known(run_id, experiment_id, artifact_uri, done=True))
             self._step("end", _stop_after)
