@@ -80,7 +80,7 @@ def backend(request, mlflow_server) -> dict[str, str]:
 
 def test_doc_has_the_examples_this_test_runs():
     assert len(blocks("bash server")) == 2
-    assert len(blocks("bash")) == 1
+    assert len(blocks("bash")) == 2
     assert len(blocks("python")) == 5
 
 
@@ -98,8 +98,9 @@ def test_documented_examples_run_against_the_documented_server(backend):
             outputs.append(run([sys.executable, "-c", substitute(code, urls)], env))
     finally:
         server.stop()
-    curl_out, httpx_out, sdk_out, stream_out, trace_out, model_out = outputs
+    curl_out, a2a_out, httpx_out, sdk_out, stream_out, trace_out, model_out = outputs
     assert "Scripted answer to: Which pods run in namespace shop?" in curl_out and "data: [DONE]" in curl_out
+    assert "Scripted answer to: What is a Route in OpenShift?" in a2a_out  # `kagent-mlflow ask` over A2A
     assert httpx_out.startswith("Scripted answer to: What is a Route in OpenShift?\n{")
     assert sdk_out.splitlines()[1].startswith("Scripted answer to: And how do I create one? ")
     assert stream_out.startswith("Scripted answer to: What is a Route in OpenShift?\nusage: {")
