@@ -223,6 +223,24 @@ def runtime_env(working_dir: Path, extra: dict[str, str] | None = None) -> dict[
     return env
 
 
+def mlflow_tracing_env(mlflow_url: str, experiment_id: str) -> dict[str, str]:
+    """The runtime's own settings (env) that export its OpenTelemetry spans to MLflow's OTLP endpoint.
+
+    The same settings a cluster sets on the agent (docs/tracing.md). Test-only additions: a long export timeout
+    (kagent reads it in milliseconds; a cold MLflow server can take over 10 s for its first OTLP request) and
+    ``KAGENT_PRE_RESPONSE_TRACE_FLUSH``, so the runtime has exported a request's spans before its reply ends.
+    """
+    return {
+        "OTEL_TRACING_ENABLED": "true",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",  # kagent's default is gRPC; MLflow speaks OTLP/HTTP
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{mlflow_url.rstrip('/')}/v1/traces",  # the full path
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"x-mlflow-experiment-id={experiment_id}",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "60000",
+        "KAGENT_PRE_RESPONSE_TRACE_FLUSH": "true",
+        "KAGENT_TRACE_FLUSH_TIMEOUT_MS": "60000",
+    }
+
+
 def start_runtime(
     model: ModelServerClient,
     working_dir: Path,

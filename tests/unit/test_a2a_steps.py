@@ -171,3 +171,14 @@ def test_a_flood_of_steps_is_capped() -> None:
 )  # fmt: skip
 def test_event_timestamps(text: Any, expected: int | None) -> None:
     assert epoch_ms(text) == expected
+
+
+def test_a_stream_resuming_a_task_that_asked_for_input_skips_the_earlier_turn() -> None:
+    """Replying to input-required opens the stream with the task as it was: its history is the earlier turn's."""
+    earlier = load("kagent/task-tool-call.json")
+    earlier["result"]["status"]["state"] = "input-required"
+    events = [earlier, *sse("kagent/stream-completed.sse")]
+    assert kinds(steps_from_raw(events)) == ["llm"]  # only this turn's model call
+    assert kinds(steps_from_raw([load("kagent/task-tool-call.json"), *sse("kagent/stream-completed.sse")])) == [
+        "llm", "tool:get_pods", "llm", "llm",
+    ]  # fmt: skip

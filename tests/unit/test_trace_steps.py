@@ -126,3 +126,17 @@ def test_older_record_without_steps_keeps_its_tool_span_ids() -> None:
 
     assert tool.span_id == hex_id(old.interaction_id, "span:tool:0", 16)
     assert tool.get_attribute("timing") == "not reported by the agent"
+
+
+def test_trace_headers_are_valid_w3c_for_any_interaction_id() -> None:
+    import re
+
+    from kagent_mlflow.trace_context import trace_headers
+
+    for interaction_id in ("0" * 32, "a,b=c", "x" * 500, "ünïcode", "\r\nX-Evil: 1"):
+        headers = trace_headers(interaction_id)
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", headers["traceparent"])
+        assert "0" * 32 not in headers["traceparent"] and "-" + "0" * 16 + "-" not in headers["traceparent"]
+        if interaction_id != "0" * 32:
+            assert "tracestate" not in headers  # only a plain id is named in tracestate
+    assert trace_headers("abc123")["tracestate"] == "kagent-mlflow=abc123"

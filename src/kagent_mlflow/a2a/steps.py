@@ -19,7 +19,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .models import LlmStep, Step, ToolStep
-from .parse import ReplyShapeError, _function_parts, _task_messages, _unwrap, is_agent, part_texts, usage_of
+from .parse import (
+    ReplyShapeError,
+    _function_parts,
+    _task_messages,
+    _unwrap,
+    is_agent,
+    normalize_state,
+    part_texts,
+    usage_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +68,8 @@ def _timed_messages(raw: Any) -> tuple[int | None, list[tuple[dict[str, Any], in
             seen.add(key)
         found.append((message, at))
 
-    for event in raw if isinstance(raw, list) else [raw]:
+    events = raw if isinstance(raw, list) else [raw]
+    for index, event in enumerate(events):
         kind, obj = _event(event)
         if obj is None:
             continue
@@ -68,13 +78,19 @@ def _timed_messages(raw: Any) -> tuple[int | None, list[tuple[dict[str, Any], in
             at = epoch_ms(status.get("timestamp"))
             first = at if first is None else first
             add(status.get("message"), at)
-        elif kind == "task":
+        elif kind == "task" and not (index == 0 and len(events) > 1 and _waiting(status)):
+            # (a stream that opens with a task waiting for input is our reply continuing it: that task's history
+            # is the earlier turn's work, not this question's steps)
             task_id = obj.get("id") if isinstance(obj.get("id"), str) else None
             for message in _task_messages(obj, task_id):
                 add(message, None)
         elif kind == "message":
             add(obj, None)
     return first, found
+
+
+def _waiting(status: dict[str, Any]) -> bool:
+    return normalize_state(status.get("state")) in ("input-required", "auth-required")
 
 
 def _event(event: Any) -> tuple[str | None, dict[str, Any] | None]:
