@@ -332,9 +332,12 @@ def mlflow_pg_s3_proxied(
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to ``target``. ``cut()`` refuses new and drops open connections; ``resume()``."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, listen_host: str = "127.0.0.1", port: int | None = None
+    ) -> None:
         self.target = (target_host, target_port)
-        self.port = free_port()
+        self.listen_host = listen_host
+        self.port = port or free_port()
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -342,7 +345,7 @@ class TcpProxy:
     def start(self) -> TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.listen_host, self.port))
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
