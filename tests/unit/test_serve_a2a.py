@@ -19,14 +19,19 @@ from kagent_mlflow.serve.config import ServeConfig, normalize_a2a_path, parse_a2
 
 @pytest.mark.parametrize(
     ("given", "path"),
-    [("a2a", "/a2a/"), ("/a2a", "/a2a/"), ("/api/a2a/kagent/rh-analyze-simple", "/api/a2a/kagent/rh-analyze-simple/")],
+    [
+        ("a2a", "/a2a/"),
+        ("/a2a", "/a2a/"),
+        ("/api/a2a/kagent/rh-analyze-simple", "/api/a2a/kagent/rh-analyze-simple/"),
+        ("/", "/"),  # a kagent BYO agent: kagent sends JSON-RPC to the root of the pod's port 8080
+    ],
 )
 def test_a2a_path_gets_one_leading_and_trailing_slash(given, path):
     assert normalize_a2a_path(given) == path
 
 
-@pytest.mark.parametrize("bad", ["/", "", "/a b/", "/a2a/../x", "/a?x=1", "/a//b/", "/é/"])
-def test_a2a_path_must_be_a_plain_path_below_root(bad):
+@pytest.mark.parametrize("bad", ["", "/a b/", "/a2a/../x", "/a?x=1", "/a//b/", "/é/"])
+def test_a2a_path_must_be_a_plain_path(bad):
     with pytest.raises(ConfigError, match="A2A path"):
         normalize_a2a_path(bad)
 

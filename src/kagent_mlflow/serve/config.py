@@ -187,12 +187,13 @@ def _port(value: object) -> int:
 
 def normalize_a2a_path(value: str) -> str:
     """``a2a`` / ``/api/a2a/kagent/x`` -> ``/a2a/`` / ``/api/a2a/kagent/x/``: one leading and one trailing slash."""
-    path = "/" + str(value).strip().strip("/") + "/"
-    path = "/" if path == "//" else path
-    if path == "/" or not _A2A_PATH.match(path) or {".", ".."} & set(path.split("/")):
+    text = str(value).strip()
+    path = "/" + text.strip("/") + "/"
+    path = "/" if path == "//" and text else path  # "/" = the root, where kagent sends a BYO agent's A2A requests
+    if not _A2A_PATH.match(path) or {".", ".."} & set(path.split("/")):
         raise ConfigError(
-            f"A2A path {value!r} must be a URL path below / of letters, digits and ._~- (e.g. /a2a/ or "
-            "/api/a2a/kagent/my-agent/); --a2a-path or KAGENT_MLFLOW_A2A_PATH"
+            f"A2A path {value!r} must be / or a URL path of letters, digits and ._~- (e.g. /a2a/, or / for a "
+            "kagent BYO agent); --a2a-path or KAGENT_MLFLOW_A2A_PATH"
         )
     return path
 

@@ -54,7 +54,8 @@ def add_a2a_routes(app: Any, agent: Any, invoke: Callable, stream: Callable, con
     )
     endpoint = guarded(dispatcher.handle_requests, config.limits)
     app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
-    app.add_route(path.rstrip("/"), endpoint, methods=["POST"], include_in_schema=False)
+    if path != "/":
+        app.add_route(path.rstrip("/"), endpoint, methods=["POST"], include_in_schema=False)
     cards = CardServer(agent, path, config.a2a_protocols, config.a2a_url)
     for card_path in CARD_PATHS:
         app.add_route(path + card_path, cards.endpoint, methods=["GET"], include_in_schema=False)
