@@ -8,7 +8,6 @@ exporting OTLP to MLflow's ``/v1/traces``, puts its own spans into that same tra
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -19,11 +18,8 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from kagent_mlflow.a2a.steps import steps_from_raw
 from kagent_mlflow.config import Settings
 from kagent_mlflow.logger import KagentMLflowLogger
-from kagent_mlflow.records import Destination, Interaction
-from kagent_mlflow.sinks.mlflow import MlflowSink
 from kagent_mlflow.trace_context import root_span_hex, trace_id_for
 from tests.support.kagent_runtime import (
     TOOL_RULE,
@@ -70,12 +66,23 @@ def traced_runtime(
         stop_runtime(runtime)
 
 
-def ask(url: str, mlflow_url: str, experiment_name: str, home: Path) -> Any:
+def ask(url: str, mlflow_url: str, experiment_name: str, home: Path, *, stream: bool = False) -> Any:
+    """Ask QUESTION through the library (``send_question``, or ``stream_question``), wait until MLflow has it."""
     settings = Settings(a2a_url=url, tracking_uri=mlflow_url, experiment_name=experiment_name, home=home, timeout=60)
     with KagentMLflowLogger(settings=settings) as logger:
-        result = logger.send_question(QUESTION)
+        result = logger.stream_question(QUESTION).wait() if stream else logger.send_question(QUESTION)
         assert logger.flush(60), "the record did not reach MLflow"
     return result
+
+
+def runtime_spans_in(client: MlflowClient, trace_id: str, calls: int = 2) -> Any:
+    """The trace, once the runtime's spans are in (it exports before replying; a slow server may still be storing)."""
+    trace = client.get_trace(trace_id)
+    deadline = time.monotonic() + 60
+    while len([s for s in trace.data.spans if s.name == "call_llm"]) < calls and time.monotonic() < deadline:
+        time.sleep(0.5)
+        trace = client.get_trace(trace_id)
+    return trace
 
 
 def by_type(spans: list[Any], span_type: str) -> list[Any]:
@@ -121,40 +128,26 @@ def test_tool_call_and_usage_per_model_call_from_the_real_runtime(
     assert sum(u["total_tokens"] for u in usages) == expected["totalTokenCount"]
 
 
-def test_streamed_events_of_the_real_runtime_give_timed_spans(
-    kagent_runtime: KagentRuntime, scripted_model: ModelServerClient, mlflow_server: MlflowServer, tmp_path: Path
+def test_a_streamed_question_gives_timed_spans(
+    kagent_runtime: KagentRuntime,
+    scripted_model: ModelServerClient,
+    mlflow_server: MlflowServer,
+    experiment: tuple[str, str],
+    tmp_path: Path,
 ) -> None:
-    """The runtime's ``message/stream`` events are stamped: the TOOL span runs from the call's event to the
-    response's, inside the AGENT span, between the two model calls."""
+    """``message/stream`` events are stamped: the TOOL span runs from the call's event to the response's, inside the
+    AGENT span, between the two model calls."""
     scripted_model.set_script([TOOL_RULE])
-    started_at_ms = int(time.time() * 1000)
-    body = kagent_runtime.send(QUESTION, method="message/stream")
-    latency_ms = time.time() * 1000 - started_at_ms
-    events = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")]
-    settings = Settings(tracking_uri=mlflow_server.url, experiment_name="kagent-trace-stream", home=tmp_path)
-    interaction = Interaction(
-        question=QUESTION,
-        answer=ANSWER,
-        agent_name=kagent_runtime.name,
-        a2a_url=kagent_runtime.url,
-        started_at_ms=started_at_ms,
-        latency_ms=latency_ms,
-        steps=steps_from_raw(events),
-        raw_response=events,
-        destination=Destination.from_settings(settings),
-    )
-    sink = MlflowSink(settings)
-    try:
-        sink.write(interaction)
-    finally:
-        sink.close()
+    result = ask(kagent_runtime.url, mlflow_server.url, experiment[0], tmp_path, stream=True)
+    assert result["answer"] == ANSWER and isinstance(result["response"], list)  # the raw event list
 
-    spans = MlflowClient(mlflow_server.url).get_trace(trace_id_for(interaction.interaction_id)).data.spans
+    spans = MlflowClient(mlflow_server.url).get_trace(trace_id_for(result["interaction_id"])).data.spans
     root, first, tool, second = spans
     assert [s.span_type for s in spans] == ["AGENT", "LLM", "TOOL", "LLM"]
     assert {s.get_attribute("timing") for s in spans[1:]} == {"agent event timestamps"}
     assert root.start_time_ns <= first.start_time_ns < first.end_time_ns <= tool.start_time_ns
     assert tool.start_time_ns <= tool.end_time_ns <= second.start_time_ns < second.end_time_ns <= root.end_time_ns
+    assert (tool.name, tool.inputs) == ("get_pods", {"namespace": "default"})
     assert first.get_attribute("mlflow.chat.tokenUsage")["input_tokens"] > 0
 
 
@@ -171,11 +164,7 @@ def test_the_runtime_joins_the_clients_trace(
     trace_id = trace_id_for(result["interaction_id"])
     client = MlflowClient(mlflow_server.url)
 
-    trace = client.get_trace(trace_id)
-    deadline = time.monotonic() + 60  # the runtime flushes before replying; a slow server may still be storing
-    while not any(s.name.startswith("invoke_agent") for s in trace.data.spans) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        trace = client.get_trace(trace_id)
+    trace = runtime_spans_in(client, trace_id)
     spans = trace.data.spans
     names = sorted({s.name for s in spans})
     what = f"trace {trace_id} spans: {names}\nruntime log:\n{traced_runtime.log_tail(2000)}"
@@ -201,3 +190,31 @@ def test_the_runtime_joins_the_clients_trace(
     stray = [t.info.trace_id for t in others if t.info.trace_id != trace_id
              and any(s.name.startswith("invoke_agent") for s in t.data.spans)]  # fmt: skip
     assert stray == [], what
+
+
+def test_a_streamed_conversation_joins_turn_by_turn(
+    traced_runtime: KagentRuntime,
+    scripted_model: ModelServerClient,
+    mlflow_server: MlflowServer,
+    experiment: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    """Each streamed turn of a conversation is its own trace holding the runtime's spans for that turn, and the
+    runtime's session id (the A2A context) agrees with the conversation's MLflow session."""
+    settings = Settings(
+        a2a_url=traced_runtime.url, tracking_uri=mlflow_server.url, experiment_name=experiment[0], home=tmp_path
+    )
+    with KagentMLflowLogger(settings=settings) as logger:
+        chat = logger.conversation()
+        turns = [chat.ask("First question?"), chat.ask("Second question?")]
+        assert logger.flush(60)
+    client = MlflowClient(mlflow_server.url)
+    for result in turns:
+        trace = runtime_spans_in(client, trace_id_for(result["interaction_id"]), calls=1)
+        spans = trace.data.spans
+        what = f"spans: {sorted({s.name for s in spans})}"
+        (root,) = [s for s in spans if s.parent_id is None]
+        assert root.span_id == root_span_hex(result["interaction_id"]), what
+        assert any(s.parent_id == root.span_id and s.name.startswith("POST") for s in spans), what
+        assert len([s for s in spans if s.name == "call_llm"]) == 1, what  # this turn's model call only
+        assert trace.info.trace_metadata.get("mlflow.trace.session") == result["context_id"] == chat.id

@@ -76,15 +76,29 @@ def test_streamed_tool_round_becomes_llm_tool_llm_under_the_agent_span() -> None
     assert json.loads(built.info.trace_metadata["mlflow.trace.tokenUsage"])["total_tokens"] == 108
 
 
-def test_agent_clock_ahead_of_ours_is_kept_inside_the_root_span() -> None:
+def test_agent_clock_ahead_of_ours_is_moved_back_keeping_the_steps_durations() -> None:
+    """Events stamped 5 s ahead (the agent's clock, or a request timed after the card was read) are moved so the
+    last one ends with the answer; their durations and gaps stay as the agent reported them."""
     steps = [
-        LlmStep(usage={"promptTokenCount": 1}, started_at_ms=500, ended_at_ms=10_000),
-        ToolStep(name="t", started_at_ms=10_000, ended_at_ms=99_999),
+        LlmStep(usage={"promptTokenCount": 1}, started_at_ms=6_000, ended_at_ms=6_500),
+        ToolStep(name="t", started_at_ms=6_500, ended_at_ms=6_600),
+        LlmStep(usage={"promptTokenCount": 2}, started_at_ms=6_600, ended_at_ms=8_000),
     ]
     built = build_trace(record(steps, started_at_ms=1_000, latency_ms=2_000), "1", "run", Redactor())
+    root = built.spans[0]
+    ms = [((s.start_time_ns - root.start_time_ns) // 1_000_000, (s.end_time_ns - root.start_time_ns) // 1_000_000)
+          for s in built.spans[1:]]  # fmt: skip
+    assert ms == [(0, 500), (500, 600), (600, 2_000)]
+    assert {s.get_attribute("agent_clock_shift_ms") for s in built.spans[1:]} == {-5_000}
+
+
+def test_steps_before_the_request_are_clamped_into_it() -> None:
+    steps = [LlmStep(started_at_ms=10, ended_at_ms=20), ToolStep(name="t", started_at_ms=20, ended_at_ms=1_500)]
+    built = build_trace(record(steps, started_at_ms=1_000, latency_ms=2_000), "1", "run", Redactor())
     root, llm, tool = built.spans
-    assert llm.start_time_ns == root.start_time_ns and llm.end_time_ns == root.end_time_ns
-    assert tool.start_time_ns == tool.end_time_ns == root.end_time_ns
+    assert llm.start_time_ns == llm.end_time_ns == root.start_time_ns  # nothing is drawn before the request
+    assert tool.end_time_ns - root.start_time_ns == 500 * 1_000_000
+    assert llm.get_attribute("agent_clock_shift_ms") is None
 
 
 def test_untimed_steps_cover_the_agent_span_and_say_so() -> None:

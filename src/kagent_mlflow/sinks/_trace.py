@@ -135,7 +135,8 @@ def build_trace(interaction: Interaction, experiment_id: str, run_id: str, redac
             error=error,
         )
     ]
-    context = _Context(trace_id, otel_trace_id, root_id, start_ns, end_ns, interaction.interaction_id, redact)
+    shift_ms = _clock_shift_ms(interaction)
+    context = _Context(trace_id, otel_trace_id, root_id, start_ns, end_ns, interaction.interaction_id, redact, shift_ms)
     spans += _step_spans(interaction, context)
 
     metadata = {
@@ -178,9 +179,10 @@ class _Context:
     end_ns: int
     interaction_id: str
     redact: Redactor
+    shift_ms: int = 0
 
     def interval(self, started_at_ms: int | None, ended_at_ms: int | None) -> tuple[int, int, str]:
-        """(start, end, how they were known), clamped into the root span's interval."""
+        """(start, end, how they were known): shifted by ``shift_ms``, clamped into the root span's interval."""
         if started_at_ms is None and ended_at_ms is None:
             return self.start_ns, self.end_ns, "not reported by the agent"
         start = self._clamp(started_at_ms, self.start_ns)
@@ -188,7 +190,20 @@ class _Context:
         return start, max(start, end), "agent event timestamps"
 
     def _clamp(self, at_ms: int | None, default: int) -> int:
-        return default if at_ms is None else min(max(at_ms * 1_000_000, self.start_ns), self.end_ns)
+        if at_ms is None:
+            return default
+        return min(max((at_ms + self.shift_ms) * 1_000_000, self.start_ns), self.end_ns)
+
+
+def _clock_shift_ms(interaction: Interaction) -> int:
+    """How far to move the agent's event times so the last one is not after the answer arrived (<= 0).
+
+    The AGENT span is the request as the client timed it; the events are stamped by the agent's clock, which may run
+    ahead of ours, and the first question of a client is timed from after the agent card was read. Moving every
+    event by the same amount keeps the steps' durations and gaps; clamping alone would squash them into the end.
+    """
+    times = [t for step in interaction.steps for t in (step.started_at_ms, step.ended_at_ms) if t is not None]
+    return min(0, interaction.ended_at_ms - max(times)) if times else 0
 
 
 def _step_spans(interaction: Interaction, ctx: _Context) -> list[Span]:
@@ -225,6 +240,7 @@ def _llm_span(step: LlmStep, index: int, span_id: int, ctx: _Context) -> Span:
             "author": step.author,
             "step": index,
             "timing": timing,
+            "agent_clock_shift_ms": ctx.shift_ms or None,
         },
         error=ctx.redact.text(step.error) if step.error else None,
     )
@@ -246,6 +262,6 @@ def _tool_span(call: ToolCall, span_id: int, ctx: _Context) -> Span:
         end_ns=end,
         inputs=ctx.redact(call.arguments),
         outputs=result,
-        attributes={"tool_call_id": call.call_id, "timing": timing},
+        attributes={"tool_call_id": call.call_id, "timing": timing, "agent_clock_shift_ms": ctx.shift_ms or None},
         error=ctx.redact.text(str(result["error"]))[:500] if failed else None,
     )
