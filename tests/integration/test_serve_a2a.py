@@ -63,14 +63,23 @@ def faces(agent_server, kagent_style_server) -> dict[str, str]:
 # -- helpers: raw JSON-RPC, MLflow read-back -------------------------------------------------------------------------
 
 
-def rpc(url: str, text: str, *, protocol: str = "0.3", context_id: str | None = None, stream: bool = False) -> Any:
+def rpc(
+    url: str,
+    text: str,
+    *,
+    protocol: str = "0.3",
+    context_id: str | None = None,
+    stream: bool = False,
+    headers: dict[str, str] | None = None,
+) -> Any:
     """One message as JSON-RPC on the wire; the parsed body, or the list of SSE results when ``stream``."""
     if protocol == "0.3":
         message: dict[str, Any] = {"kind": "message", "role": "user", "parts": [{"kind": "text", "text": text}]}
-        method, headers = ("message/stream" if stream else "message/send"), {}
+        method, headers = ("message/stream" if stream else "message/send"), dict(headers or {})
     else:
         message = {"role": "ROLE_USER", "parts": [{"text": text}]}
-        method, headers = ("SendStreamingMessage" if stream else "SendMessage"), {"A2A-Version": "1.0"}
+        method = "SendStreamingMessage" if stream else "SendMessage"
+        headers = {"A2A-Version": "1.0", **(headers or {})}
     message["messageId"] = uuid.uuid4().hex
     if context_id:
         message["contextId"] = context_id
@@ -406,3 +415,95 @@ def test_hostile_bodies_get_json_rpc_errors_and_the_server_stays_up(agent_server
     assert scripted_model.chat_requests(), "the agent answered after the hostile bodies"
     new_log = "".join(agent_server.output[logged_before:])
     assert "Traceback" not in new_log, new_log[-3000:]
+
+
+# -- failures and shutdown -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "0.3"])
+def test_model_failure_is_a_failed_task_and_a_failed_run(protocol, faces, mlflow_server, scripted_model, tmp_path):
+    scripted_model.set_script([{"match": "fail", "status": 500}])
+    experiment = f"a2a-face-fail-{uuid.uuid4().hex[:8]}"
+    env = cli_env(faces[protocol], mlflow_server.url, experiment, tmp_path)
+
+    proc = subprocess.run(
+        [CLI, "ask", "Please fail over A2A", "--flush-timeout", "120"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "failed" in errors[0] and "500" in errors[0], errors[0]
+    run = only_run(MlflowClient(mlflow_server.url), experiment)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["task_state"] == "failed"
+    assert "model endpoint answered with an error" in run.data.tags["error"]
+
+
+def test_sigterm_lets_an_a2a_stream_finish_and_spills_a2a_traces_mlflow_did_not_take(
+    agent_server_factory, mlflow_server_factory, scripted_model, tmp_path
+):
+    """MLflow down: A2A answers still come, their traces go to the spill; SIGTERM mid-stream: the stream completes,
+    the process exits within its grace time, and replay exports each A2A trace once (tagged by X-Request-ID)."""
+    import threading
+
+    from kagent_mlflow.serve import trace_spill
+    from tests.integration.test_serve_trace_backlog import CLEAN_EXIT, request_ids_in_mlflow, sigterm_and_time
+
+    spill = tmp_path / "spill"
+    mlflow = mlflow_server_factory()
+    env = {"KAGENT_MLFLOW_TRACE_SPILL_DIR": str(spill)}
+    server = agent_server_factory(
+        scripted_model.root,
+        tracking_uri=mlflow.url,
+        experiment="a2a-down",
+        extra_env=env,
+        args=["--shutdown-grace", "8"],
+    )
+    mlflow.kill()
+    url = f"{server.url}/a2a/"
+    ids = [f"a2a-down-{i}" for i in range(4)]
+    for n, request_id in enumerate(ids):
+        reply = rpc(url, f"question {n}", protocol=("1.0", "0.3")[n % 2], headers={"X-Request-ID": request_id})
+        assert task_of(reply)["status"]["state"] in ("completed", "TASK_STATE_COMPLETED")
+
+    scripted_model.set_script([{"match": "slow", "reply": "A slow answer.", "delay_ms": 2000}])
+    streamed: list[dict] = []
+    started = threading.Event()
+
+    def stream() -> None:
+        body = {"jsonrpc": "2.0", "id": "s", "method": "message/stream",
+                "params": {"message": {"kind": "message", "messageId": "slow-1", "role": "user",
+                                       "parts": [{"kind": "text", "text": "a slow one"}]}}}  # fmt: skip
+        with httpx.stream("POST", url, json=body, headers={"X-Request-ID": "a2a-down-stream"}, timeout=60) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    streamed.append(json.loads(line[6:]))
+                    started.set()
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert started.wait(60), server.log_tail()
+    took = sigterm_and_time(server)
+    thread.join(30)
+
+    assert server.process.returncode in CLEAN_EXIT, server.log_tail()
+    assert took < 8 + 5, f"SIGTERM took {took:.1f} s (grace 8 s)"
+    assert streamed[-1]["result"]["status"]["state"] == "completed", streamed[-1]
+    assert trace_spill.status(spill).traces == len(ids) + 1
+
+    mlflow.start()
+    replay = subprocess.run(
+        [CLI, "replay"], env={**os.environ, **env}, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    seen = request_ids_in_mlflow(mlflow.url, "a2a-down")
+    assert {rid: n for rid, n in seen.items() if rid and rid.startswith("a2a-down")} == dict.fromkeys(
+        [*ids, "a2a-down-stream"], 1
+    )
