@@ -7,6 +7,7 @@ each line is one question (blank lines skipped), and the answers follow each oth
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from .text import printable
 
 HELP = "commands: /new (start a new conversation), /exit (leave; also Ctrl-D), /help"
 PROMPT = "you> "
+COMMAND = re.compile(r"/[a-z]+")
 
 
 @dataclass
@@ -54,9 +56,12 @@ def logging_summary(tally: ChatTally, logger: Any, flush_timeout: float) -> tupl
 def questions(interactive: bool, history: Path | None, note: Callable[[str], None]) -> Iterator[str]:
     """The user's lines: ``input()`` with readline on a terminal, else stdin line by line."""
     if not interactive:
-        for line in sys.stdin:
+        # Bytes, decoded as the command line is (PEP 383): a line that is not UTF-8 is still a question, shown and
+        # logged escaped as typed, never a UnicodeDecodeError.
+        for raw in sys.stdin.buffer:
+            line = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
             if line.strip():
-                yield line.rstrip("\r\n")
+                yield line
         return
     _readline(history)
     while True:
@@ -67,6 +72,9 @@ def questions(interactive: bool, history: Path | None, note: Callable[[str], Non
             return
         except KeyboardInterrupt:  # at the prompt: a fresh line, as shells do
             note("(Ctrl-C: /exit or Ctrl-D leaves)")
+            continue
+        except UnicodeDecodeError:
+            note("(that line is not valid UTF-8 text; type it again)")
             continue
         if line.strip():
             yield line
@@ -121,6 +129,9 @@ def run_chat(logger: Any, *, stream: bool, timeout: float, interactive: bool, hi
         if command == "/new":
             conversation.new()
             note("(new conversation)")
+            continue
+        if COMMAND.fullmatch(command):  # one /word that is no command (a path would have more to it)
+            note(f"unknown command {printable(line.strip())}; {HELP}")
             continue
         if not interactive:
             typer.echo(f"{PROMPT}{printable(line)}")

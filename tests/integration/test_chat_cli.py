@@ -196,3 +196,20 @@ def test_ask_without_stream_shows_the_answer_at_the_end_of_a_long_task(sdk_agent
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["answer"] == answer_for("[long:400] Collect the metrics") and "ttft_ms" not in result
+
+
+def test_chat_hostile_stdin_lines_are_questions_or_refused_commands_never_a_traceback(sdk_agent: Setup) -> None:
+    long_line = "why " * 25_000
+    data = b"bad \xff\xfe bytes\n/frobnicate\n\x00 nul and \x1b[31m escape\n" + long_line.encode()
+    data += b"\n/exit\nunsent\n"
+    done = subprocess.run([CLI, "chat"], cwd=REPO_ROOT, env=sdk_agent.env, input=data, capture_output=True,
+                          timeout=WAIT_S)  # fmt: skip
+    out, err = done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 0, err
+    assert "Traceback" not in err and "unknown command /frobnicate" in err
+    assert "Answer to: bad \\xff\\xfe bytes" in out  # shown escaped, as typed
+    assert "unsent" not in out  # /exit ended the chat
+    runs = sdk_agent.runs()
+    assert [r.data.tags["turn"] for r in runs] == ["1", "2", "3"]
+    assert sdk_agent.artifact(runs[0], "question.txt") == "bad \\xff\\xfe bytes"
+    assert sdk_agent.artifact(runs[2], "question.txt") == long_line.rstrip("\n")
