@@ -75,9 +75,13 @@ def _timed_messages(raw: Any) -> tuple[int | None, list[tuple[dict[str, Any], in
             continue
         status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
         if kind == "status-update":  # a task's own status time is when it ended: not a step's time
-            at = epoch_ms(status.get("timestamp"))
-            first = at if first is None else first
-            add(status.get("message"), at)
+            message = status.get("message")
+            wanted = isinstance(message, dict) and is_agent(message) and not _partial(message)
+            if first is None or wanted:  # (parsing every fragment's time would cost the live path for nothing)
+                at = epoch_ms(status.get("timestamp"))
+                first = at if first is None else first
+                if wanted:
+                    add(message, at)
         elif kind == "task" and not (index == 0 and len(events) > 1 and _waiting(status)):
             # (a stream that opens with a task waiting for input is our reply continuing it: that task's history
             # is the earlier turn's work, not this question's steps)
@@ -115,9 +119,9 @@ def _walk(clock: int | None, messages: list[tuple[dict[str, Any], int | None]]) 
     steps: list[Step] = []
     tools: dict[str, ToolStep] = {}
     for message, at in messages:
-        metadata = message.get("metadata") if isinstance(message.get("metadata"), dict) else {}
-        if any(metadata.get(key) is True for key in _PARTIAL_KEYS):
+        if _partial(message):
             continue
+        metadata = message.get("metadata") if isinstance(message.get("metadata"), dict) else {}
         parts = message.get("parts")
         calls = [data for kind, data in _function_parts(_parts(parts)) if kind == "function_call"]
         responses = [data for kind, data in _function_parts(_parts(parts)) if kind == "function_response"]
@@ -164,6 +168,11 @@ def _walk(clock: int | None, messages: list[tuple[dict[str, Any], int | None]]) 
     return steps
 
 
+def _partial(message: dict[str, Any]) -> bool:
+    metadata = message.get("metadata")
+    return isinstance(metadata, dict) and any(metadata.get(key) is True for key in _PARTIAL_KEYS)
+
+
 def _output(texts: list[str], calls: list[dict[str, Any]]) -> Any:
     """What a model call produced: its text, the tool calls it asked for, or both."""
     text = "\n".join(texts)
@@ -177,11 +186,14 @@ def epoch_ms(value: Any) -> int | None:
     """``2026-11-27T13:15:31.344768+00:00`` (or ``...Z``, naive = UTC) as epoch milliseconds; None if unreadable."""
     if not isinstance(value, str) or not value or len(value) > 64:
         return None
-    text = _FRACTION.sub(r"\1", value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        return None
+        try:
+            moment = datetime.fromisoformat(_FRACTION.sub(r"\1", text))  # more than microseconds
+        except ValueError:
+            return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1000)
