@@ -205,6 +205,37 @@ def test_ask_cli_over_a2a_prints_the_answer_and_logs_the_servers_usage(
 
 
 @pytest.mark.parametrize("protocol", ["1.0", "0.3"])
+def test_ask_stream_over_a2a_with_a_tool_round_logs_the_servers_usage(
+    protocol, faces, mlflow_server, scripted_model, tmp_path
+):
+    scripted_model.set_script(TOOL_SCRIPT)
+    question = f"Which pods run in prod, streamed over A2A {protocol}?"
+    answer = f"Pods: {json.dumps(PODS['prod'])}"
+    experiment = f"a2a-face-stream-{uuid.uuid4().hex[:8]}"
+    env = cli_env(faces[protocol], mlflow_server.url, experiment, tmp_path)
+
+    proc = subprocess.run(
+        [CLI, "ask", question, "--stream", "--json", "--flush-timeout", "120"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["answer"] == answer  # the streamed pieces and the closing whole text make the answer once
+    usage = expected_usage(scripted_model, answer)
+    assert payload["usage"] == usage
+    run = only_run(MlflowClient(mlflow_server.url), experiment)
+    assert run.data.tags["protocol_version"] == protocol
+    assert run.data.metrics["tool_calls"] == 1
+    assert run.data.metrics["total_tokens"] == usage["totalTokenCount"]
+    check_server_trace(MlflowClient(mlflow_server.url), payload, usage, "LlamaStackAgent.stream")
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "0.3"])
 def test_logger_over_a2a_logs_the_run_and_the_server_traces_it(protocol, faces, mlflow_server, scripted_model):
     from kagent_mlflow_logger import KagentMLflowLogger
 
