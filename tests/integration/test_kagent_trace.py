@@ -8,6 +8,7 @@ exporting OTLP to MLflow's ``/v1/traces``, puts its own spans into that same tra
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -34,6 +35,7 @@ from tests.support.mlflow_server import MlflowServer
 from tests.support.model_server import ModelServerClient, prompt_tokens
 
 QUESTION = "Which pods run in the default namespace?"
+SECRET = "a2a-bearer-token-for-the-trace-test"
 ANSWER = f"Scripted answer to: {QUESTION} | tool results: pods in default: web-1, web-2"
 
 
@@ -66,9 +68,13 @@ def traced_runtime(
         stop_runtime(runtime)
 
 
-def ask(url: str, mlflow_url: str, experiment_name: str, home: Path, *, stream: bool = False) -> Any:
+def ask(
+    url: str, mlflow_url: str, experiment_name: str, home: Path, *, stream: bool = False, token: str | None = None
+) -> Any:
     """Ask QUESTION through the library (``send_question``, or ``stream_question``), wait until MLflow has it."""
-    settings = Settings(a2a_url=url, tracking_uri=mlflow_url, experiment_name=experiment_name, home=home, timeout=60)
+    settings = Settings(
+        a2a_url=url, tracking_uri=mlflow_url, experiment_name=experiment_name, home=home, timeout=60, a2a_token=token
+    )
     with KagentMLflowLogger(settings=settings) as logger:
         result = logger.stream_question(QUESTION).wait() if stream else logger.send_question(QUESTION)
         assert logger.flush(60), "the record did not reach MLflow"
@@ -159,7 +165,7 @@ def test_the_runtime_joins_the_clients_trace(
     tmp_path: Path,
 ) -> None:
     scripted_model.set_script([TOOL_RULE])
-    result = ask(traced_runtime.url, mlflow_server.url, experiment[0], tmp_path)
+    result = ask(traced_runtime.url, mlflow_server.url, experiment[0], tmp_path, token=SECRET)
     assert result["answer"] == ANSWER
     trace_id = trace_id_for(result["interaction_id"])
     client = MlflowClient(mlflow_server.url)
@@ -190,6 +196,8 @@ def test_the_runtime_joins_the_clients_trace(
     stray = [t.info.trace_id for t in others if t.info.trace_id != trace_id
              and any(s.name.startswith("invoke_agent") for s in t.data.spans)]  # fmt: skip
     assert stray == [], what
+    # The bearer token the client sent is in none of the spans, ours or the runtime's.
+    assert SECRET not in json.dumps([s.to_dict() for s in spans], default=str), what
 
 
 def test_a_streamed_conversation_joins_turn_by_turn(
