@@ -55,5 +55,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except Exception as exc:  # one line for the test's assertion message
-        print(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        print(f"{type(exc).__name__}: " + " | ".join(line.strip() for line in str(exc).splitlines()))
         sys.exit(1)
