@@ -170,7 +170,7 @@ def _workload(agent: dict[str, Any], container: dict[str, Any], volumes: list[di
     container = {
         "name": "kagent",
         "ports": [{"name": "http", "containerPort": KAGENT_AGENT_PORT}],
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}},
+        "readinessProbe": {"httpGet": {"path": "/.well-known/agent-card.json", "port": "http"}},
         **container,
     }
     deployment = {
