@@ -442,11 +442,13 @@ class LocalCluster:
 
     @staticmethod
     def map_paths(text: str, mounts: dict[str, Path]) -> str:
-        """Container paths under a mount -> the mount's folder here."""
-        for mount_path in sorted(mounts, key=len, reverse=True):
-            pattern = rf"(?<![\w./-]){re.escape(mount_path.rstrip('/'))}(?=/|$|[\s\"':;,}}])"
-            text = re.sub(pattern, lambda _m, p=str(mounts[mount_path]): p, text)
-        return text
+        """Container paths under a mount -> the mount's folder here (one pass: a result is never mapped again)."""
+        if not mounts:
+            return text
+        by_path = {m.rstrip("/") or "/": folder for m, folder in mounts.items()}
+        alternatives = "|".join(re.escape(m) for m in sorted(by_path, key=len, reverse=True))
+        pattern = re.compile(rf"(?<![\w./-])({alternatives})(?=/|$|[\s\"':;,}}])")
+        return pattern.sub(lambda match: str(by_path[match.group(1)]), text)
 
     def start_container(self, workload: dict[str, Any], *, extra_env: dict[str, str] | None = None) -> Pod:
         """Start the workload's (first) container as a process on its pod address."""
