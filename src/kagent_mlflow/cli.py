@@ -492,6 +492,16 @@ def ui_command(
         raise fail(f"the MLflow UI stopped with exit code {code}; see {plan.log_path}", 1)
 
 
+def _register_eval() -> None:
+    from .cli_eval import compare_command, eval_command
+
+    app.command("eval")(eval_command)
+    app.command("compare")(compare_command)
+
+
+_register_eval()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
