@@ -27,13 +27,25 @@ POLL_S = 0.05
 
 
 def main() -> int:
-    config = json.loads(sys.stdin.readline())
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    # Imports first (~1-2 s of CPU for MLflow), while `eval` opens its runs: not while questions are being asked.
+    import mlflow.entities  # noqa: F401
+    import opentelemetry.proto.collector.trace.v1.trace_service_pb2  # noqa: F401
+
     from ..sinks.redact import Redactor
     from .dataset import load_questions
     from .journal import Journal
     from .recording import TraceRecorder
+
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # `eval` stopped before it had anything to record
+    config = json.loads(line)
+    # While questions are asked, the asking process and the agents come first: recording catches up in the gaps
+    # and at full speed once answering is over (the answers wait safely in the journal meanwhile).
+    if config.get("nice"):
+        os.nice(int(config["nice"]))
 
     journal = Journal.open_for_recording(Path(config["journal_dir"]))
     questions = {q.id: q for q in load_questions(config["dataset_path"]).questions}
@@ -50,6 +62,7 @@ def main() -> int:
         batch=config.get("batch", 100),
         already_traced=traced,
     ).start()
+    print(json.dumps({"ready": True}), flush=True)
     offset = 0
     seen: set[tuple[str, str]] = set(done)
     open_input = True
@@ -97,7 +110,8 @@ def main() -> int:
 class RecordWorker:
     """The ``eval`` side: start the process, hand it the settings, tell it answering is over, read its stats."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self) -> None:
+        """Start the process now: it imports MLflow while the caller opens its runs."""
         import subprocess
 
         self.process = subprocess.Popen(
@@ -107,9 +121,20 @@ class RecordWorker:
             text=True,
             start_new_session=True,  # a Ctrl-C for `eval` is not one for the recorder: it finishes its batch
         )
-        assert self.process.stdin is not None
+
+    def configure(self, config: dict[str, Any], timeout: float = 120.0) -> None:
+        """Hand over the settings and wait until it is ready to record (so its start-up is not in the answering)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(json.dumps(config) + "\n")
         self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready or not self.process.stdout.readline().startswith('{"ready"'):
+            raise RuntimeError("the evaluation's recorder process did not start; see its error above")
+
+    def abandon(self) -> None:
+        """``eval`` failed: the recorder gets a few seconds for what is journalled (``--resume`` does the rest)."""
+        if self.process.poll() is None:
+            self.finish(5.0)
 
     def finish(self, drain_s: float) -> dict[str, Any]:
         """Close its input (answering is over) and wait until it has recorded everything or given up."""
@@ -119,7 +144,7 @@ class RecordWorker:
             return {"recorded": False, "pending": None, "error": "the recorder already stopped"}
         try:  # closes its stdin first: the end of the answers
             out, _ = self.process.communicate(timeout=drain_s + 30)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
             self.process.kill()
             out, _ = self.process.communicate()
         lines = [line for line in (out or "").splitlines() if line.startswith("{")]

@@ -46,6 +46,7 @@ class EvalConfig:
     record_timeout: float = 300.0
     progress: bool = True
     batch: int = 100
+    recorder_nice: int = 10  # the recorder process yields the CPU to the asking while answers come in
 
 
 @dataclass
@@ -110,6 +111,7 @@ def run_eval(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
                 "shard": config.shard,
             },
         )
+    recorder = RecordWorker()  # imports MLflow while the runs are opened below
     try:
         mlflow = client(settings.effective_tracking_uri)
         exp_id = experiment_id(mlflow, settings.experiment_name, _artifact_location(settings))
@@ -138,7 +140,7 @@ def run_eval(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
         journal.save_meta(run_ids=runs.run_ids, parent_run_id=runs.parent_run_id, experiment_id=exp_id)
         answers = journal.answers()
         by_id = {q.id: q for q in qset.questions}
-        recorder = RecordWorker(
+        recorder.configure(
             {
                 "journal_dir": str(journal.directory),
                 "dataset_path": str(Path(qset.path).absolute()),
@@ -150,6 +152,7 @@ def run_eval(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
                 "secrets": [settings.a2a_token.get_secret_value()] if settings.a2a_token else [],
                 "batch": config.batch,
                 "drain_s": config.record_timeout,
+                "nice": config.recorder_nice,
             }
         )
         todo = [(t, q) for q in chosen for t in config.targets if (t.name, q.id) not in answers]
@@ -161,9 +164,6 @@ def run_eval(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
         except KeyboardInterrupt:
             interrupted = True
             fresh = []
-        except BaseException:
-            recorder.finish(5.0)  # what was answered is journalled: the recorder sends it, or --resume will
-            raise
         answering_s = time.monotonic() - started
         answers = journal.answers()
         stats = recorder.finish(config.record_timeout if not interrupted else 5.0)
@@ -206,6 +206,7 @@ def run_eval(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
             interrupted=interrupted,
         )
     finally:
+        recorder.abandon()
         journal.close()
 
 
