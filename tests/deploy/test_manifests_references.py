@@ -51,11 +51,9 @@ def _pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, A
         yield f"Agent/{agent['metadata']['name']}", {"volumes": deployment.get("volumes", [])}, [container]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_env_sources_exist_with_their_keys(overlay: str) -> None:
-    objects = render(overlay)
+def env_source_problems(objects: list[dict[str, Any]]) -> list[str]:
     maps, secrets = _of_kind(objects, "ConfigMap"), _of_kind(objects, "Secret")
-    missing = []
+    missing: list[str] = []
     for label, _, conts in _pod_specs(objects):
         for c in conts:
             for source in c.get("envFrom", []):
@@ -67,12 +65,10 @@ def test_env_sources_exist_with_their_keys(overlay: str) -> None:
                     ref = entry.get("valueFrom", {}).get(field)
                     if ref and (ref["name"] not in pool or ref["key"] not in _keys(pool[ref["name"]])):
                         missing.append(f"{label}: {entry['name']} <- {field} {ref['name']}/{ref['key']}")
-    assert not missing, missing
+    return missing
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_volumes_exist_and_mounts_name_a_volume(overlay: str) -> None:
-    objects = render(overlay)
+def volume_problems(objects: list[dict[str, Any]]) -> list[str]:
     pools = {
         "configMap": _of_kind(objects, "ConfigMap"),
         "secret": _of_kind(objects, "Secret"),
@@ -97,7 +93,7 @@ def test_volumes_exist_and_mounts_name_a_volume(overlay: str) -> None:
         for c in conts:
             if label.startswith("Agent/"):
                 problems += [f"{label}: mount {m['name']}" for m in c.get("volumeMounts", []) if m["name"] not in names]
-    assert not problems, problems
+    return problems
 
 
 def _container_ports(conts: list[dict[str, Any]]) -> tuple[set[str], set[int]]:
@@ -105,10 +101,9 @@ def _container_ports(conts: list[dict[str, Any]]) -> tuple[set[str], set[int]]:
     return {p["name"] for p in ports if "name" in p}, {p["containerPort"] for p in ports}
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_probes_use_declared_ports(overlay: str) -> None:
+def probe_problems(objects: list[dict[str, Any]]) -> list[str]:
     problems = []
-    for obj, template in workloads(render(overlay)):
+    for obj, template in workloads(objects):
         for c in containers(template):
             names, numbers = _container_ports([c])
             for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -118,7 +113,7 @@ def test_probes_use_declared_ports(overlay: str) -> None:
                         port = probe[handler]["port"]
                         if port not in names and port not in numbers:
                             problems.append(f"{obj['metadata']['name']}/{c['name']} {kind} port {port!r}")
-    assert not problems, problems
+    return problems
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -137,9 +132,7 @@ def _selected_pods(objects: list[dict[str, Any]], selector: dict[str, str]) -> l
     ]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_services_select_pods_and_reach_their_ports(overlay: str) -> None:
-    objects = render(overlay)
+def service_problems(objects: list[dict[str, Any]]) -> list[str]:
     problems = []
     for name, service in _of_kind(objects, "Service").items():
         pods = _selected_pods(objects, service["spec"]["selector"])
@@ -154,12 +147,13 @@ def test_services_select_pods_and_reach_their_ports(overlay: str) -> None:
                     problems.append(f"Service/{name} port {port['port']} -> {target!r}: not a container port")
     for obj, template in workloads(objects):
         if obj["kind"] == "StatefulSet":
-            governing = _of_kind(objects, "Service").get(obj["spec"]["serviceName"])
-            assert governing is not None, f"{obj['metadata']['name']}: serviceName {obj['spec']['serviceName']}"
+            if obj["spec"]["serviceName"] not in _of_kind(objects, "Service"):
+                problems.append(f"{obj['metadata']['name']}: serviceName {obj['spec']['serviceName']}")
         selector = obj["spec"].get("selector", {}).get("matchLabels", {})
         labels = template["metadata"].get("labels", {})
-        assert all(labels.get(k) == v for k, v in selector.items()), f"{obj['metadata']['name']} selector"
-    assert not problems, problems
+        if not all(labels.get(k) == v for k, v in selector.items()):
+            problems.append(f"{obj['metadata']['name']}: selector {selector} does not match its pods' labels")
+    return problems
 
 
 def _urls(value: str) -> list[str]:
@@ -184,9 +178,7 @@ def _all_urls(objects: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
             yield from ((f"Agent/{agent['metadata']['name']}", u) for u in _urls(text))
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_in_cluster_urls_name_a_service_and_its_port(overlay: str) -> None:
-    objects = render(overlay)
+def url_problems(objects: list[dict[str, Any]]) -> list[str]:
     services = _of_kind(objects, "Service")
     problems = []
     for where, url in _all_urls(objects):
@@ -200,13 +192,12 @@ def test_in_cluster_urls_name_a_service_and_its_port(overlay: str) -> None:
             problems.append(f"{where}: {url} -> no Service {host!r} in this rendering")
         elif port not in {p["port"] for p in services[host]["spec"]["ports"]}:
             problems.append(f"{where}: {url} -> Service {host} has no port {port}")
-    assert not problems, problems
+    return problems
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_pod_runs_as_non_root_with_limits(overlay: str) -> None:
+def security_problems(objects: list[dict[str, Any]]) -> list[str]:
     problems = []
-    for label, spec, conts in _pod_specs(render(overlay)):
+    for label, spec, conts in _pod_specs(objects):
         pod_security = spec.get("securityContext") or {}
         if label.startswith("Agent/"):
             continue  # checked in test_byo_agent_is_what_kagent_expects
@@ -221,7 +212,108 @@ def test_every_pod_runs_as_non_root_with_limits(overlay: str) -> None:
             resources = c.get("resources", {})
             if not resources.get("requests") or "memory" not in resources.get("limits", {}):
                 problems.append(f"{label}/{c['name']}: resources")
+    return problems
+
+
+CHECKS = {
+    "env sources": env_source_problems,
+    "volumes": volume_problems,
+    "probe ports": probe_problems,
+    "services": service_problems,
+    "in-cluster URLs": url_problems,
+    "security": security_problems,
+}
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_references_meet(overlay: str, check: str) -> None:
+    problems = CHECKS[check](render(overlay))
     assert not problems, problems
+
+
+def _container(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return containers(next(t for o, t in workloads(objects) if o["kind"] == kind and o["metadata"]["name"] == name))[0]
+
+
+def _break_secret_key(objects: list[dict[str, Any]]) -> None:
+    env = _container(objects, "Deployment", "mlflow")["env"]
+    next(e for e in env if e["name"] == "PGPASSWORD")["valueFrom"]["secretKeyRef"]["key"] = "POSTGRES_PASWORD"
+
+
+def _break_env_from(objects: list[dict[str, Any]]) -> None:
+    _container(objects, "Deployment", "agent-server")["envFrom"][0]["configMapRef"]["name"] = "agent-sever"
+
+
+def _break_byo_env(objects: list[dict[str, Any]]) -> None:
+    env = find(objects, "Agent", "mlflow-agent-server")["spec"]["byo"]["deployment"]["env"]
+    env[0]["valueFrom"]["configMapKeyRef"]["name"] = "agentserver"
+
+
+def _break_config_volume(objects: list[dict[str, Any]]) -> None:
+    pod = find(objects, "Deployment", "llama-stack")["spec"]["template"]["spec"]
+    next(v for v in pod["volumes"] if "configMap" in v)["configMap"]["name"] = "llama-stack-cfg"
+
+
+def _break_mount(objects: list[dict[str, Any]]) -> None:
+    _container(objects, "Deployment", "agent-server")["volumeMounts"][0]["name"] = "dta"
+
+
+def _break_probe(objects: list[dict[str, Any]]) -> None:
+    _container(objects, "Deployment", "mlflow")["readinessProbe"]["httpGet"]["port"] = "htp"
+
+
+def _break_selector(objects: list[dict[str, Any]]) -> None:
+    find(objects, "Service", "mlflow")["spec"]["selector"] = {"app.kubernetes.io/name": "mlfow"}
+
+
+def _break_target_port(objects: list[dict[str, Any]]) -> None:
+    find(objects, "Service", "llama-stack")["spec"]["ports"][0]["targetPort"] = 8322
+
+
+def _break_workload_selector(objects: list[dict[str, Any]]) -> None:
+    find(objects, "Deployment", "agent-server")["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] = "x"
+
+
+def _break_url_host(objects: list[dict[str, Any]]) -> None:
+    find(objects, "ConfigMap", "agent-server")["data"]["MLFLOW_TRACKING_URI"] = "http://mlfow:5000"
+
+
+def _break_url_port(objects: list[dict[str, Any]]) -> None:
+    find(objects, "ModelConfig", "llama-stack")["spec"]["openAI"]["baseUrl"] = "http://llama-stack:8322/v1"
+
+
+def _break_non_root(objects: list[dict[str, Any]]) -> None:
+    del find(objects, "StatefulSet", "mlflow-minio")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
+
+
+def _break_limits(objects: list[dict[str, Any]]) -> None:
+    del _container(objects, "Job", "kagent-mlflow-ask")["resources"]["limits"]
+
+
+BROKEN = [
+    ("env sources", _break_secret_key),
+    ("env sources", _break_env_from),
+    ("env sources", _break_byo_env),
+    ("volumes", _break_config_volume),
+    ("volumes", _break_mount),
+    ("probe ports", _break_probe),
+    ("services", _break_selector),
+    ("services", _break_target_port),
+    ("services", _break_workload_selector),
+    ("in-cluster URLs", _break_url_host),
+    ("in-cluster URLs", _break_url_port),
+    ("security", _break_non_root),
+    ("security", _break_limits),
+]
+
+
+@pytest.mark.parametrize(("check", "breakage"), BROKEN, ids=[b.__name__.lstrip("_") for _, b in BROKEN])
+def test_a_broken_reference_is_caught(check: str, breakage: Any) -> None:
+    objects = render("full")
+    assert not CHECKS[check](objects)
+    breakage(objects)
+    assert CHECKS[check](objects), f"{check} did not notice {breakage.__name__}"
 
 
 def test_openshift_pods_leave_uids_to_the_scc() -> None:
