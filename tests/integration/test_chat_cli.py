@@ -213,3 +213,28 @@ def test_chat_hostile_stdin_lines_are_questions_or_refused_commands_never_a_trac
     assert [r.data.tags["turn"] for r in runs] == ["1", "2", "3"]
     assert sdk_agent.artifact(runs[0], "question.txt") == "bad \\xff\\xfe bytes"
     assert sdk_agent.artifact(runs[2], "question.txt") == long_line.rstrip("\n")
+
+
+def test_ctrl_c_on_the_kagent_runtime_cancels_while_the_model_thinks(
+    kagent: Setup, scripted_model: ModelServerClient
+) -> None:
+    scripted_model.set_script([], delay_ms=60_000)  # the model takes a minute: the task stays working
+    child = kagent.spawn("ask", "--stream", "What is a very slow question?")
+    deadline = 0
+    while not scripted_model.chat_requests() and deadline < 2400:  # the runtime is now waiting for the model
+        child.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=0.1)
+        deadline += 1
+    assert scripted_model.chat_requests(), (kagent.tmp / "pty.log").read_text()
+    child.kill(signal.SIGINT)
+    child.expect_exact("cancelled (Ctrl-C)")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130, (kagent.tmp / "pty.log").read_text()
+    (run,) = kagent.runs()
+    assert run.info.status == "KILLED" and run.data.tags["status"] == "cancelled"
+    error = run.data.tags["error"]
+    assert error.startswith("cancelled by the user")
+    # kagent-adk 0.10 refuses tasks/cancel (JSON-RPC -32603 "Cancellation is not supported"): the run says so
+    assert run.data.tags["task_state"] == "canceled" or "tasks/cancel failed" in error, error
+    events = json.loads(kagent.artifact(run, "a2a_response.json"))
+    assert [e["result"]["status"]["state"] for e in events[:2]] == ["submitted", "working"]

@@ -160,3 +160,12 @@ def test_tee_keeps_a_note_instead_of_a_huge_event() -> None:
     exchange = tee([huge[i : i + 65536] for i in range(0, len(huge), 65536)])
     values = [value for _, value in exchange.events]
     assert len(values) == 2 and "not kept" in values[0] and values[1] == {"ok": True}
+
+
+def test_tee_stops_keeping_events_past_the_stream_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kagent_mlflow.a2a import wire
+
+    monkeypatch.setattr(wire, "MAX_STREAM_BYTES", 100)
+    exchange = tee([b'data: "' + b"y" * 60 + b'"\n\n'] * 3)
+    values = [value for _, value in exchange.events]
+    assert values[0] == "y" * 60 and all("not kept" in v for v in values[1:])

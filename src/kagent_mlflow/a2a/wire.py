@@ -37,6 +37,7 @@ class Exchange:
     events: list[tuple[float, Any]] = field(default_factory=list)
     streamed: bool = False
     dropped: int = 0  # events past MAX_EVENTS, not kept
+    kept_bytes: int = 0
 
     @property
     def arrived(self) -> bool:
@@ -89,6 +90,7 @@ async def record_response(response: httpx.Response) -> None:
 
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # an event's data kept in full up to this size, else as a note of its size
 MAX_EVENTS = 10_000  # events kept per request (a runaway stream must not fill the memory or the spool)
+MAX_STREAM_BYTES = 16 * 1024 * 1024  # all events of one request kept in full up to this size, later ones as notes
 
 
 class _SSETee(httpx.AsyncByteStream):
@@ -145,8 +147,11 @@ class _SSETee(httpx.AsyncByteStream):
         if len(exchange.events) >= MAX_EVENTS:
             exchange.dropped += 1
             return
+        exchange.kept_bytes += min(size, MAX_EVENT_BYTES)
         if size > MAX_EVENT_BYTES:
             value: Any = f"(event of {size} bytes not kept: larger than {MAX_EVENT_BYTES} bytes)"
+        elif exchange.kept_bytes > MAX_STREAM_BYTES:
+            value = f"(event of {size} bytes not kept: the stream passed {MAX_STREAM_BYTES} bytes)"
         else:
             text = data.decode("utf-8", "replace")
             try:
