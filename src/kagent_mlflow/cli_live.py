@@ -82,10 +82,12 @@ class LivePrinter:
         return outcome
 
     def event(self, event: StreamEvent) -> None:
+        changed = bool(event.state) and event.state != self._state
         if event.state:
             self._state = event.state
         note = describe(event)
-        if note and (event.tool_calls or event.kind in ("error", "invalid") or event.source == "poll"):
+        followed = event.source in ("poll", "resubscribe") and changed  # the task after its stream ended early
+        if note and (event.tool_calls or event.kind in ("error", "invalid") or followed):
             self._note(note)
         if self.show_answer:
             self._answer(self.view.new_text(event))

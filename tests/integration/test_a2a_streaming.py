@@ -89,7 +89,18 @@ def test_a_dropped_stream_is_followed_with_tasks_get(a2a_bad_server: BadServer) 
     assert [e.source for e in events][-1] == "poll"
     assert reply.task_state == "completed" and reply.answer == answer_for("[drop] What is Kubernetes?")
     methods = [body["method"] for path, _, body in a2a_bad_server.requests if path.startswith("/sse")]
-    assert methods[-2:] == ["message/stream", "tasks/get"]
+    assert methods[-3:] == ["message/stream", "tasks/resubscribe", "tasks/get"]  # resubscribing failed: polled
+
+
+def test_a_dropped_stream_is_resubscribed_when_the_agent_can(a2a_bad_server: BadServer) -> None:
+    question = "[drop] [resub] What is Kubernetes?"
+    with AgentClient(a2a_bad_server.url("sse"), timeout=60) as client:
+        events, reply = read(client, question)
+    assert [e.source for e in events] == ["stream", "stream", "resubscribe", "resubscribe", "resubscribe"]
+    assert reply.task_state == "completed" and reply.answer == answer_for(question)
+    assert len(reply.raw) == len(reply.event_times_ms) == 5
+    methods = [body["method"] for path, _, body in a2a_bad_server.requests if path.startswith("/sse")]
+    assert methods[-2:] == ["message/stream", "tasks/resubscribe"]
 
 
 def test_a_huge_event_is_kept_as_a_note_and_the_answer_still_arrives(a2a_bad_server: BadServer) -> None:

@@ -9,11 +9,15 @@ whose artifact is ``Answer to: <question>`` and whose ``metadata.kagent_usage_me
 Keywords in the question select other behaviours (see :data:`BEHAVIOURS`): ``[message]`` direct Message result,
 ``[fail]`` failed, ``[reject]`` rejected, ``[cancel]`` canceled, ``[input]`` input-required, ``[empty]`` completed
 with an artifact without parts, ``[tool]`` kagent-style function call/response data parts, ``[slow:MS]`` waits MS
-milliseconds first, ``[auth]`` answers with the Authorization header it received.
+milliseconds first, ``[auth]`` answers with the Authorization header it received, ``[chunks]`` sends the answer as
+an artifact in one-word chunks (``append``), ``[long:MS]`` reports a tool call and then a working update every 100 ms
+for MS milliseconds before answering (a long task; ``tasks/cancel`` cancels it). A message sent into an existing task
+(the reply to ``[input]``) is answered ``Answer to: <reply> (continuing task <id>)``.
 
 The same process serves two more faces of the same agent: ``a2a_agent.incluster_url`` (``/incluster/``) whose card
 advertises an unreachable in-cluster URL, as kagent's controller does, and ``a2a_agent.v03_url`` (``/v03/``), an
 A2A **0.3** agent (a2a-sdk's v0.3 compatibility layer) serving only the legacy ``/.well-known/agent.json`` card.
+``a2a_agent.stream_url`` (``/stream/``) is the same agent with a card that says it streams (``message/stream``).
 
 From a plain script (benchmarks): ``python -m tests.support.a2a_agents [--port N] [--name NAME]`` prints
 ``A2A agent listening on http://127.0.0.1:N/`` on its first stdout line and serves until killed; or call
@@ -24,7 +28,10 @@ From a plain script (benchmarks): ``python -m tests.support.a2a_agents [--port N
 ``rpcerror`` (JSON-RPC error -32602 as kagent sends it for a missing messageId), ``badresult``, ``hang`` (never
 answers), ``v03only`` (no card, A2A 0.3 JSON-RPC only, kagent-shaped replies; ``[working]`` in the question makes
 ``message/send`` return a working task that ``tasks/get`` then reports completed; ``[stuck]`` keeps it working),
-``legacy`` (only the legacy ``agent.json`` card, 0.3), ``echo`` (0.3, echoes the Authorization header).
+``legacy`` (only the legacy ``agent.json`` card, 0.3), ``echo`` (0.3, echoes the Authorization header), ``sse``
+(0.3, its card says it streams; ``message/stream`` misbehaves as :data:`SSE_BEHAVIOURS` in the question say: a dropped
+connection, ``tasks/resubscribe`` served only for ``[resub]``, a 5 MB event, invalid UTF-8, events after the final
+one, a malformed event, a JSON-RPC error event, no events, CRLF line ends, "method not found" for message/stream).
 ``a2a_bad_server.requests`` records (path, headers, JSON body) of every POST. ``unreachable_url`` is a URL where
 nothing accepts connections.
 """
@@ -59,8 +66,8 @@ INCLUSTER_URL = "http://kagent-controller.kagent:8083/api/a2a/kagent/test-agent/
 BEHAVIOURS = ("[message]", "[fail]", "[reject]", "[cancel]", "[input]", "[empty]", "[tool]", "[slow:MS]", "[auth]")
 BAD_ROUTES = ("http500", "http404", "notjson", "rpcerror", "badresult", "hang", "v03only", "legacy", "echo", "sse")
 # Keywords the ``sse`` route (A2A 0.3, card says it streams) reads in the question: how its message/stream misbehaves.
-SSE_BEHAVIOURS = ("[drop]", "[huge]", "[badutf8]", "[afterfinal]", "[malformed]", "[errorevent]", "[unsupported]",
-                  "[noevents]", "[crlf]")  # fmt: skip
+SSE_BEHAVIOURS = ("[drop]", "[resub]", "[huge]", "[badutf8]", "[afterfinal]", "[malformed]", "[errorevent]",
+                  "[unsupported]", "[noevents]", "[crlf]")  # fmt: skip
 HUGE_EVENT_BYTES = 5 * 1024 * 1024
 INPUT_QUESTION = "Which namespace do you mean?"
 
@@ -459,6 +466,8 @@ class _BadHandler(BaseHTTPRequestHandler):
         elif route == "sse":
             if isinstance(body, dict) and body.get("method") == "message/stream":
                 self._stream_03(body, rpc_id)
+            elif isinstance(body, dict) and body.get("method") == "tasks/resubscribe":
+                self._resubscribe_03(body, rpc_id)
             else:
                 self._jsonrpc_03(body, rpc_id, route)
         else:
@@ -489,6 +498,29 @@ class _BadHandler(BaseHTTPRequestHandler):
         else:
             task = kagent_task(question)
         self._send(200, {"jsonrpc": "2.0", "id": rpc_id, "result": task})
+
+    def _resubscribe_03(self, body: dict[str, Any], rpc_id: Any) -> None:
+        """tasks/resubscribe: the rest of a dropped ``[resub]`` task as events; any other task is not found."""
+        task_id = (body.get("params") or {}).get("id")
+        question = self.server.working.get(task_id, "")
+        if "[resub]" not in question:
+            self._send(200, {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": -32001, "message": "Task not found"}})
+            return
+        self.server.working.pop(task_id, None)
+        task = kagent_task(question, task_id=task_id)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        for result in ({**task, "status": {"state": "working"}, "artifacts": []},
+                       {"kind": "artifact-update", "taskId": task_id, "contextId": task["contextId"],
+                        "artifact": task["artifacts"][0], "lastChunk": True},
+                       {"kind": "status-update", "taskId": task_id, "contextId": task["contextId"], "final": True,
+                        "status": {"state": "completed"}, "metadata": task["metadata"]}):  # fmt: skip
+            self.wfile.write(b"data: " + json.dumps({"jsonrpc": "2.0", "id": rpc_id, "result": result}).encode())
+            self.wfile.write(b"\n\n")
+            self.wfile.flush()
 
     def _stream_03(self, body: dict[str, Any], rpc_id: Any) -> None:
         """message/stream, kagent-shaped events, misbehaving as the question's keyword says (SSE_BEHAVIOURS)."""

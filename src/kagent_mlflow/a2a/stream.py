@@ -286,7 +286,8 @@ def describe(event: StreamEvent) -> str:
     elif event.kind == "invalid":
         notes.append(f"unreadable event skipped ({event.error})")
     elif event.state and event.kind in ("status-update", "task"):
-        notes.append(f"{event.state}" + (" (polled)" if event.source == "poll" else ""))
+        how = {"poll": " (polled)", "resubscribe": " (resubscribed)"}.get(event.source, "")
+        notes.append(f"{event.state}{how}")
     return one_line("; ".join(notes), 200)
 
 

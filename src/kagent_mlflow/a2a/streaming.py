@@ -2,7 +2,8 @@
 
 Why its own object: a streamed answer is read piece by piece (a sync or async iterator), the task may outlive the
 stream (the agent closes it early, the connection drops, ``message/send`` returns a working task), and the user may
-cancel it half-way (Ctrl-C -> ``tasks/cancel``). The events are read by a2a-sdk's SSE client; the bytes it reads are
+cancel it half-way (Ctrl-C -> ``tasks/cancel``). A task outliving its stream is followed with ``tasks/resubscribe``
+when the agent streams, else (or when that fails) with ``tasks/get`` polls (backoff). The events are read by a2a-sdk's SSE client; the bytes it reads are
 copied as they pass (``wire._SSETee``), so the reply keeps every event exactly as received.
 """
 
@@ -149,6 +150,11 @@ class ReplyStream:
         if self._prefer_stream and endpoint.card.capabilities.streaming and client._sdk_stream is not None:
             async for event in self._read_stream(client._sdk_stream):
                 yield event
+            if self.streamed and not self._ended and self.fold.task_id:
+                # The stream ended before the task did (closed early, connection dropped): tasks/resubscribe
+                # hands out the rest as it happens; an agent that cannot is polled below.
+                async for event in self._read_stream(client._sdk_stream, resubscribe=True):
+                    yield event
         if not self.streamed or self._fallback:
             request = client._message_request(self.question, self._context_id, self._task_id)
             body = await client._send(sdk, request, self._remaining(), self._call)
@@ -165,19 +171,26 @@ class ReplyStream:
             if (self.fold.state, len(self.fold.history), len(self.fold.artifacts)) != before or self._ended:
                 yield event
 
-    async def _read_stream(self, sdk: Any) -> AsyncIterator[StreamEvent]:
-        """``message/stream``: hand out each event as the tee sees it; stop at the task's final event."""
+    async def _read_stream(self, sdk: Any, resubscribe: bool = False) -> AsyncIterator[StreamEvent]:
+        """``message/stream`` (or ``tasks/resubscribe``): hand out each event as the tee sees it; stop at the task's
+        final event. A resubscription that fails only leaves the task to polling."""
         from a2a.client import ClientCallContext
+        from a2a.types.a2a_pb2 import SubscribeToTaskRequest
 
-        request = self._client._message_request(self.question, self._context_id, self._task_id)
         exchange = self._call.exchange = start_exchange()
         taken = 0
-        agen = sdk.send_message(request, context=ClientCallContext(timeout=self._remaining()))
+        context = ClientCallContext(timeout=self._remaining())
+        if resubscribe:
+            agen = sdk.subscribe(SubscribeToTaskRequest(id=self.fold.task_id), context=context)
+        else:
+            request = self._client._message_request(self.question, self._context_id, self._task_id)
+            agen = sdk.send_message(request, context=context)
+        source = "resubscribe" if resubscribe else "stream"
         try:
             try:
                 async for _ in agen:
                     self.streamed = self.streamed or exchange.streamed
-                    for event in self._take(exchange, taken):
+                    for event in self._take(exchange, taken, source):
                         taken += 1
                         yield event
                     if self._ended:
@@ -186,6 +199,12 @@ class ReplyStream:
                 await agen.aclose()
         except Exception as err:  # noqa: BLE001 - decided from what arrived
             self.streamed = self.streamed or exchange.streamed
+            if resubscribe:
+                logger.debug("tasks/resubscribe at %s: %s; polling instead", self._client._shown_url, err)
+                for event in self._take(exchange, taken, source):
+                    taken += 1
+                    yield event
+                return
             if not exchange.streamed:
                 if _unsupported(exchange):
                     logger.info("the agent at %s cannot stream after all; using message/send", self._client._shown_url)
@@ -194,9 +213,11 @@ class ReplyStream:
                 raise
             logger.debug("stream from %s broke: %s", self._client._shown_url, err, exc_info=True)
         self.streamed = self.streamed or exchange.streamed
-        for event in self._take(exchange, taken):
+        for event in self._take(exchange, taken, source):
             taken += 1
             yield event
+        if resubscribe:
+            return
         error = jsonrpc_error(self.bodies[-1]) if self.bodies else None
         if error and self.fold.state not in _FINAL:  # the agent ended the stream with a JSON-RPC error
             raise AgentProtocolError(self._client.url, error, raw=list(self.bodies))
@@ -204,12 +225,14 @@ class ReplyStream:
             why = "no event" if not self.bodies else "no task id"
             raise AgentProtocolError(self._client.url, f"the stream ended with {why} to follow", raw=list(self.bodies))
 
-    def _take(self, exchange: Exchange, taken: int) -> Iterator[StreamEvent]:
+    def _take(self, exchange: Exchange, taken: int, source: str = "stream") -> Iterator[StreamEvent]:
         for at, body in exchange.events[taken:]:
             if self._ended:
                 self.ignored_after_end += 1
                 continue
-            yield self._add(body, "stream", at)
+            if source == "resubscribe" and isinstance(body, dict) and jsonrpc_error(body):
+                continue  # the agent cannot resubscribe (no such task in its queue): polling follows
+            yield self._add(body, source, at)
 
     def _add(self, body: Any, source: str, at: float | None = None) -> StreamEvent:
         if self._client._token:
@@ -232,7 +255,8 @@ class ReplyStream:
             if self.ttft_ms is None and event.text:
                 self.ttft_ms = at_ms
         ours = not event.task_id or not self.fold.task_id or event.task_id == self.fold.task_id
-        if (event.terminal and ours) or (source != "stream" and self.fold.state not in (None, *_PENDING)):
+        streaming = source in ("stream", "resubscribe")
+        if (event.terminal and ours) or (not streaming and self.fold.state not in (None, *_PENDING)):
             self._ended = True
         if event.kind == "invalid":
             logger.debug("unreadable event from %s: %s", self._client._shown_url, event.error)
