@@ -124,8 +124,9 @@ class AgentClient:
 
         Uses ``message/stream`` when ``prefer_stream`` and the card says the agent streams, else ``message/send``;
         a task left unfinished (stream ended early, connection dropped, a working task) is followed with
-        ``tasks/resubscribe`` (an agent that streams) or ``tasks/get`` until it ends or ``timeout`` passes. After the iteration ``.reply`` is the ``AgentReply``;
-        a failure is raised at the end of the iteration (``AgentError``). ``.cancel()`` cancels the task.
+        ``tasks/resubscribe`` (an agent that streams) or ``tasks/get`` until it ends or ``timeout`` passes. After
+        the iteration ``.reply`` is the ``AgentReply``; a failure is raised at the end of the iteration
+        (``AgentError``). ``.cancel()`` cancels the task.
         ``input_required_ok``: a task waiting for the user's input is an answer (its question), not an error.
         ``headers`` go on every HTTP request of this question (as for ``ask``).
         """

@@ -3,8 +3,9 @@
 Why its own object: a streamed answer is read piece by piece (a sync or async iterator), the task may outlive the
 stream (the agent closes it early, the connection drops, ``message/send`` returns a working task), and the user may
 cancel it half-way (Ctrl-C -> ``tasks/cancel``). A task outliving its stream is followed with ``tasks/resubscribe``
-when the agent streams, else (or when that fails) with ``tasks/get`` polls (backoff). The events are read by a2a-sdk's SSE client; the bytes it reads are
-copied as they pass (``wire._SSETee``), so the reply keeps every event exactly as received.
+when the agent streams, else (or when that fails) with ``tasks/get`` polls (backoff). The events are read by
+a2a-sdk's SSE client; the bytes it reads are copied as they pass (``wire._SSETee``), so the reply keeps every event
+exactly as received.
 """
 
 from __future__ import annotations
