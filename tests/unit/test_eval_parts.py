@@ -11,6 +11,8 @@ from kagent_mlflow.errors import ConfigError
 from kagent_mlflow.evaluate.dataset import DatasetError, load_questions, parse_shard, select
 from kagent_mlflow.evaluate.journal import Journal
 from kagent_mlflow.evaluate.scoring import (
+    NotApplicable,
+    Scoring,
     judge_verdict,
     parse_scorers,
     score_contains,
@@ -80,8 +82,12 @@ def test_deterministic_scorers() -> None:
         score_regex("x", "(")
     assert score_numeric("about 3,141.6 units", "3141.59", 1e-3)[0]
     assert not score_numeric("42", "41", 0.01)[0]
-    with pytest.raises(ValueError, match="no number"):
+    with pytest.raises(NotApplicable, match="no number"):
         score_numeric("1", "none", 0.1)
+    scoring = Scoring(parse_scorers(["numeric", "regex"], judge=None))
+    scores = scoring.score("q", "about 5", "five", scoring.names)
+    assert "numeric" not in scores and scores["regex"]["value"] is False  # numeric does not apply: no score
+    assert "error" in scoring.score("q", "x", "(", ["regex"])["regex"]
 
 
 def test_judge_verdicts() -> None:

@@ -102,10 +102,14 @@ def score_regex(answer: str, expected: str) -> tuple[bool, str]:
     return ok, "the answer matches the pattern" if ok else "the answer does not match the pattern"
 
 
+class NotApplicable(Exception):
+    """The scorer does not apply to this row (``numeric`` on an expected answer without a number): no score."""
+
+
 def score_numeric(answer: str, expected: str, tolerance: float) -> tuple[bool, str]:
     targets = _numbers(expected)
     if not targets:
-        raise ValueError(f"expected answer {expected[:50]!r} holds no number")
+        raise NotApplicable(f"expected answer {expected[:50]!r} holds no number")
     want = targets[0]
     found = _numbers(answer)
     if not found:
@@ -202,6 +206,8 @@ class Scoring:
                     expectations={"expected_response": expected} if expected is not None else None,
                 )
                 results[name] = {"value": feedback.value, "rationale": feedback.rationale}
+            except NotApplicable:
+                continue
             except Exception as err:  # noqa: BLE001 - one row's scoring problem is recorded, never fatal
                 message = " ".join(str(err).split())[:300] or type(err).__name__
                 results[name] = {"value": None, "error": message}
