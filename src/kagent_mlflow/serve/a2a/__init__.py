@@ -11,7 +11,15 @@ earlier turns (:mod:`.memory`), answered kagent-style (:mod:`.report`), behind t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+
+# a2a-sdk wraps every server method in an OpenTelemetry span (~2.3 of the ~9 ms of CPU an A2A request costs here,
+# benchmarks/a2a_face.py) and, with a global tracer provider configured, its spans would become parents of the
+# request's MLflow root span. The server's trace is MLflow's: the SDK's spans are off unless asked for. Read by
+# a2a-sdk when it is first imported, hence before the imports below.
+os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
+
+from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass
 from typing import Any
 
