@@ -538,3 +538,40 @@ def test_sigterm_lets_an_a2a_stream_finish_and_spills_a2a_traces_mlflow_did_not_
     assert {rid: n for rid, n in seen.items() if rid and rid.startswith("a2a-down")} == dict.fromkeys(
         [*ids, "a2a-down-stream"], 1
     )
+
+
+def test_tasks_cancel_stops_a_running_answer(agent_server, scripted_model, mlflow_server):
+    """A caller that gives up (Ctrl-C in `ask --stream` sends tasks/cancel) ends the task as canceled; the turn is
+    not remembered, and the server answers the next question."""
+    import threading
+
+    scripted_model.set_script([{"match": "slow", "reply": "Too late.", "delay_ms": 5000}])
+    url = f"{agent_server.url}/a2a/"
+    context = f"ctx-{uuid.uuid4().hex}"
+    events: list[dict] = []
+    first = threading.Event()
+
+    def stream() -> None:
+        message = {"kind": "message", "messageId": uuid.uuid4().hex, "role": "user", "contextId": context,
+                   "parts": [{"kind": "text", "text": "a slow question"}]}  # fmt: skip
+        body = {"jsonrpc": "2.0", "id": "s", "method": "message/stream", "params": {"message": message}}
+        with httpx.stream("POST", url, json=body, timeout=60) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    first.set()
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert first.wait(60)
+    task_id = events[0]["result"]["id"]
+    cancel = {"jsonrpc": "2.0", "id": "c", "method": "tasks/cancel", "params": {"id": task_id}}
+    canceled = httpx.post(url, json=cancel, timeout=30).json()
+    thread.join(60)
+
+    assert canceled["result"]["status"]["state"] == "canceled", canceled
+    assert events[-1]["result"]["status"]["state"] == "canceled", events[-1]
+    assert not any(e["result"].get("kind") == "artifact-update" for e in events)
+    scripted_model.set_script([])
+    rpc(url, "and now?", context_id=context)
+    assert user_texts(scripted_model.chat_requests()[-1]) == ["and now?"]  # the canceled turn was not remembered
