@@ -201,6 +201,9 @@ def test_pattern1_job_logs_the_run_with_metrics_and_s3_artifacts(smoke: Smoke) -
     assert metrics["latency_ms"] > 0
     assert metrics["input_tokens"] > 0 and metrics["output_tokens"] > 0, metrics
     assert metrics["total_tokens"] == metrics["input_tokens"] + metrics["output_tokens"]
+    secrets = [v for s in smoke.cluster.manifests.of_kind("Secret") for v in smoke.cluster.manifests.keys(s).values()]
+    logged = json.dumps([run.data.tags, run.data.params])
+    assert not [v for v in secrets if len(v) >= 8 and v in logged], "a Secret value was logged to MLflow"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert artifacts, "no artifacts logged"
     listed = s3_client(smoke).list_objects_v2(Bucket=smoke.s3_bucket)
@@ -263,3 +266,15 @@ def test_openshift_routes_reach_a_service_port() -> None:
         ports = services[target["name"]]["spec"]["ports"]
         wanted = route["spec"].get("port", {}).get("targetPort")
         assert wanted is None or any(wanted in (p.get("name"), p.get("targetPort"), p["port"]) for p in ports), wanted
+
+
+def test_the_cronjob_command_replays_then_asks(smoke: Smoke) -> None:
+    """The CronJob's shell command (replay, then ask) runs as written, on its PVC."""
+    smoke.model.set_script([{"match": "openshift", "reply": ANSWER}])
+    cronjob = smoke.cluster.manifests.get("CronJob", "kagent-mlflow-ask")
+    spec = cronjob["spec"]["jobTemplate"]["spec"]
+    job = {"kind": "Job", "metadata": {"name": "kagent-mlflow-ask-cron"}, "spec": spec}
+    pod = smoke.cluster.run_to_completion(job)
+    result = json.loads([ln for ln in pod.log_path.read_text().splitlines() if ln.startswith("{")][-1])
+    assert result["answer"] == ANSWER and result.get("run_id"), result
+    assert mlflow_client(smoke).get_run(result["run_id"]).data.metrics["total_tokens"] > 0

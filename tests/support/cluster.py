@@ -53,7 +53,7 @@ KAGENT_CONTROLLER = ("kagent-controller", "kagent", 8083)  # name, namespace, po
 KAGENT_AGENT_PORT = 8080  # kagent's controller gives every agent's pod and Service this port
 MINIO_PROBE_PATHS = ("/minio/health/live", "/minio/health/ready", "/minio/health/cluster")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
-READY_TIMEOUT_S = float(os.environ.get("KAGENT_MLFLOW_TEST_SMOKE_READY_TIMEOUT", "300"))
+READY_TIMEOUT_S = float(os.environ.get("KAGENT_MLFLOW_TEST_SMOKE_READY_TIMEOUT", "600"))
 
 
 class ClusterError(AssertionError):
