@@ -9,6 +9,7 @@ importable). hadolint lints the file. What a user would check with ``podman run 
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import subprocess
@@ -150,3 +151,14 @@ def _ready_url(proc: subprocess.Popen, log: Path, timeout: float = 120) -> str:
             raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         select.select([], [], [], 0.2)
     raise AssertionError(f"serve not ready after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def test_the_manifests_run_this_image_at_this_version() -> None:
+    """Every container (and kagent BYO agent) of the rendered overlays that runs the project image names the tag of
+    the version this checkout builds."""
+    from tests.support.cluster import render
+
+    for overlay in ("minimal", "full", "openshift"):
+        text = json.dumps(render(overlay))
+        tags = set(re.findall(rf'"{re.escape(IMAGE_NAME)}(?::([^"]*))?"', text))
+        assert tags == {VERSION}, (overlay, tags)
