@@ -3,8 +3,9 @@
 ``KagentMLflowLogger.stream_question`` returns it. Iterating (sync or async) yields ``StreamEvent``s; when the
 iteration ends, ``result`` is the ``QuestionResult`` (an ``AgentError`` carrying it is raised instead when the agent
 gave no answer), exactly as ``send_question`` returns it. ``cancel()`` (what Ctrl-C does in the CLI) asks the agent to
-cancel the task and records the run as cancelled; leaving a ``with`` block early does the same. The record is
-handed to the background recorder like any other: nothing here waits for MLflow.
+cancel the task and records the run as cancelled; leaving a ``with`` block early, or a ``for`` loop with ``break``,
+does the same (for ``async for``, use ``async with``). The record is handed to the background recorder like any
+other: nothing here waits for MLflow.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class QuestionStream:
         replies = self._start()
         try:
             yield from replies
+        except GeneratorExit:  # the caller stopped reading (``break``): the question is abandoned, so cancelled
+            self.cancel()
+            raise
         except AgentError as err:
             self._end(err.reply, err)
             assert self.error is not None

@@ -137,6 +137,8 @@ def test_chat_in_a_terminal_keeps_the_context_and_groups_turns_as_one_session(
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0, (kagent.tmp / "pty.log").read_text()
+    history = (kagent.tmp / "home" / "chat_history").read_text()  # readline history, for the next chat
+    assert "What is Kubernetes?" in history and "/new" in history
 
     # kagent kept the session: the second turn's model request carried the first turn's question
     requests = scripted_model.chat_requests()

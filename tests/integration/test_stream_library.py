@@ -111,6 +111,16 @@ def test_leaving_a_with_block_early_cancels_and_logs_the_run_as_cancelled(
     assert run.info.status == "KILLED" and run.data.tags["status"] == "cancelled"
 
 
+def test_breaking_out_of_the_loop_cancels_too(a2a_agent: A2AAgent, mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    logger, _ = make_logger(a2a_agent.stream_url, mlflow_server.url, tmp_path)
+    with logger:
+        answer = logger.stream_question("[long:60000] Watch the cluster")
+        for event in answer:
+            if event.state == "working":
+                break
+        assert answer.result is not None and answer.result["status"] == "cancelled"
+
+
 def test_a_dead_mlflow_never_costs_a_streamed_answer(a2a_agent: A2AAgent, tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
