@@ -239,4 +239,5 @@ def test_ctrl_c_on_the_kagent_runtime_cancels_while_the_model_thinks(
     # kagent-adk 0.10 refuses tasks/cancel (JSON-RPC -32603 "Cancellation is not supported"): the run says so
     assert run.data.tags["task_state"] == "canceled" or "tasks/cancel failed" in error, error
     events = json.loads(kagent.artifact(run, "a2a_response.json"))
-    assert [e["result"]["status"]["state"] for e in events[:2]] == ["submitted", "working"]
+    states = [e["result"]["status"]["state"] for e in events]
+    assert states[0] == "submitted" and set(states) <= {"submitted", "working"}, states  # never an answer
