@@ -241,3 +241,24 @@ def test_ctrl_c_on_the_kagent_runtime_cancels_while_the_model_thinks(
     events = json.loads(kagent.artifact(run, "a2a_response.json"))
     states = [e["result"]["status"]["state"] for e in events]
     assert states[0] == "submitted" and set(states) <= {"submitted", "working"}, states  # never an answer
+
+
+def test_ctrl_c_in_chat_cancels_that_turn_and_the_chat_goes_on(sdk_agent: Setup) -> None:
+    child = sdk_agent.spawn("chat")
+    child.expect_exact("you> ")
+    child.sendline("[long:60000] Watch the cluster")
+    child.expect_exact("tool call: collect_metrics")
+    child.sendintr()
+    child.expect_exact("turn cancelled")
+    child.expect_exact("you> ")
+    child.sendline("What is Kubernetes?")
+    child.expect_exact(answer_for("What is Kubernetes?"))
+    child.expect_exact("you> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, (sdk_agent.tmp / "pty.log").read_text()
+    first, second = sdk_agent.runs()
+    assert (first.info.status, first.data.tags["status"]) == ("KILLED", "cancelled")
+    assert (second.info.status, second.data.tags["turn"]) == ("FINISHED", "2")
+    assert second.data.tags["kagent_context_id"] == first.data.tags["kagent_context_id"]
