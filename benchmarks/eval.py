@@ -83,12 +83,26 @@ def child_baseline(args: argparse.Namespace) -> None:
     client = AgentClient(args.agent_url, timeout=60)
     client.connect()
 
+    from kagent_mlflow.errors import AgentProtocolError, AgentUnreachableError
+
+    retried = 0
+
     async def main() -> float:
+        nonlocal retried
         work = list(reversed(questions))
 
         async def worker() -> None:
+            nonlocal retried
             while work:
-                await client.aask(work.pop(), timeout=60)
+                question = work.pop()
+                for attempt in range(3):  # the same retries as eval's (a loaded agent resets a keep-alive now and then)
+                    try:
+                        await client.aask(question, timeout=60)
+                        break
+                    except (AgentUnreachableError, AgentProtocolError):
+                        if attempt == 2:
+                            raise
+                        retried += 1
 
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
@@ -96,7 +110,7 @@ def child_baseline(args: argparse.Namespace) -> None:
 
     wall = asyncio.run(main())
     client.close()
-    print(json.dumps({"wall_s": wall, "rss_mb": rss_mb()}))
+    print(json.dumps({"wall_s": wall, "rss_mb": rss_mb(), "retried": retried}))
 
 
 def child_eval(args: argparse.Namespace) -> None:

@@ -48,6 +48,14 @@ def eval_command(
     ] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Ask only the first N questions (of this shard).")] = None,
     shard: Annotated[str | None, typer.Option(help="i/N: ask only shard i of N (split by question id).")] = None,
+    eval_name: Annotated[
+        str | None,
+        typer.Option(
+            envvar="KAGENT_MLFLOW_EVAL_NAME",
+            help="Name shared by the shards of one evaluation: one parent run, merged metrics (env "
+            "KAGENT_MLFLOW_EVAL_NAME).",
+        ),
+    ] = None,
     score: Annotated[
         list[str] | None,
         typer.Option(
@@ -115,6 +123,7 @@ def eval_command(
             judge=judge,
             prices=Prices(price_in or 0.0, price_out or 0.0) if price_in is not None or price_out is not None else None,
             per_question_runs=per_question_runs,
+            eval_name=_check_name(eval_name),
             record_timeout=record_timeout,
             progress=progress,
         )
@@ -138,6 +147,14 @@ def eval_command(
             f"{result.journal_dir}: run the same command with --resume to send them",
             EXIT_INCOMPLETE,
         )
+
+
+def _check_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    if not name.strip() or len(name) > 200 or not name.isprintable() or any(c in name for c in "'\"\\`"):
+        raise KagentMlflowError("--eval-name must be 1-200 printable characters without quotes or backslashes")
+    return name
 
 
 def _default_judge_url() -> str | None:

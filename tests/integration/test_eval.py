@@ -249,3 +249,25 @@ def test_hostile_question_sets_stop_with_one_line(tmp_path: Path, name: str, dat
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_shards_of_a_named_evaluation_merge_on_one_parent(setup: Setup, a2a_agent: Any, tmp_path: Path) -> None:
+    """As the Indexed Job runs it: each shard a separate `eval --shard i/N --eval-name NAME`."""
+    rows = [{"id": f"s{i}", "question": f"shard question {i}", "expected": f"question {i}"} for i in range(10)]
+    questions = write_set(tmp_path / "sharded.jsonl", rows)
+    setup_env = dict(setup.env, KAGENT_MLFLOW_EVAL_NAME="nightly")
+    for index in range(2):
+        shard = subprocess.run(
+            [CLI, "eval", str(questions), "--agent", f"bench={a2a_agent.url}", "--shard", f"{index}/2",
+             "--no-progress"],
+            cwd=REPO_ROOT, env=setup_env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+        )  # fmt: skip
+        assert shard.returncode == 0, shard.stderr
+    named = [r for r in setup.runs() if r.data.tags.get("kagent_mlflow.eval_name") == "nightly"]
+    (parent,) = [r for r in named if r.data.tags["kagent_mlflow.kind"] == "evaluation-group"]
+    children = [r for r in named if r is not parent]
+    assert sorted(r.data.tags["kagent_mlflow.shard"] for r in children) == ["0/2", "1/2"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert sum(r.data.metrics["questions"] for r in children) == 10
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["questions"] == 10 and parent.data.metrics["score_contains"] == 1.0

@@ -46,6 +46,7 @@ class EvalConfig:
     record_timeout: float = 300.0
     progress: bool = True
     batch: int = 100
+    eval_name: str | None = None  # shards of one evaluation (e.g. an Indexed Job) meet on this name
     recorder_nice: int = 10  # the recorder process yields the CPU to the asking while answers come in
 
 
@@ -77,6 +78,7 @@ def evaluation_key(qset: QuestionSet, config: EvalConfig) -> str:
         "shard": config.shard,
         "tracking": store_uri(settings.effective_tracking_uri),
         "experiment": settings.experiment_name,
+        "eval_name": config.eval_name,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -136,6 +138,8 @@ def run_eval(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
             targets=config.targets,
             params=params,
             existing=journal.meta,
+            group=config.eval_name,
+            shard=config.shard,
         )
         journal.save_meta(run_ids=runs.run_ids, parent_run_id=runs.parent_run_id, experiment_id=exp_id)
         answers = journal.answers()
@@ -188,6 +192,7 @@ def run_eval(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
                 {name: [a.latency_ms for a in items if a.status == "ok"] for name, items in per_target.items()},
                 {name: [a.total_tokens or 0 for a in items if a.status == "ok"] for name, items in per_target.items()},
                 complete=complete,
+                group=config.eval_name,
             )
             journal.save_meta(complete=complete)
         return EvalResult(

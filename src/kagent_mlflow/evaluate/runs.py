@@ -55,8 +55,11 @@ def open_runs(
     targets: list[Any],
     params: dict[str, Any],
     existing: dict[str, Any] | None = None,
+    group: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> EvalRuns:
-    """Create the runs, or reopen those of the journal (``--resume``)."""
+    """Create the runs, or reopen those of the journal (``--resume``). With ``group`` (``--eval-name``) the parent is
+    the named evaluation's, shared by its shards (:mod:`.shards`)."""
     existing = existing or {}
     with fail_fast(_POLICY):
         if existing.get("run_ids"):
@@ -66,7 +69,15 @@ def open_runs(
             return EvalRuns(experiment, dict(existing["run_ids"]), existing.get("parent_run_id"))
         parent = None
         common = {EVAL_TAG: eval_id, "dataset": dataset_name}
-        if len(targets) > 1:
+        suffix = ""
+        if group:
+            from .shards import NAME_TAG, SHARD_TAG, group_parent
+
+            count = shard[1] if shard else 1
+            parent = group_parent(mlflow, experiment, group, count, {**params, "shard": None, "shards": count})
+            common |= {NAME_TAG: group, SHARD_TAG: f"{shard[0]}/{shard[1]}" if shard else "0/1"}
+            suffix = f" shard {shard[0]}/{shard[1]}" if shard else ""
+        elif len(targets) > 1:
             names = " vs ".join(t.name for t in targets)
             parent = mlflow.create_run(
                 experiment,
@@ -79,7 +90,8 @@ def open_runs(
             tags = {**common, KIND_TAG: "evaluation", TARGET_TAG: target.name, "target_url": target.shown_url}
             if parent:
                 tags["mlflow.parentRunId"] = parent
-            run = mlflow.create_run(experiment, run_name=f"eval {target.name} on {dataset_name}"[:250], tags=tags)
+            run_name = f"eval {target.name} on {dataset_name}{suffix}"[:250]
+            run = mlflow.create_run(experiment, run_name=run_name, tags=tags)
             target_params = {
                 **params,
                 "target": target.name,
@@ -128,8 +140,10 @@ def finish_runs(
     tokens: dict[str, list[int]],
     *,
     complete: bool,
+    group: str | None = None,
 ) -> None:
-    """Metrics, the results table and plots on each target's run; the comparison on the parent; end the runs."""
+    """Metrics, the results table and plots on each target's run; the comparison on the parent; end the runs. In a
+    named (sharded) evaluation the parent gets the merged metrics once every shard has finished (:mod:`.shards`)."""
     import time
 
     from mlflow.entities import Metric
@@ -145,7 +159,14 @@ def finish_runs(
             figure = target_figure(target, latencies.get(target, []), tokens.get(target, []))
             mlflow.log_figure(run_id, figure, "plots/latency_and_tokens.png")
             _end(mlflow, run_id, status, now)
-        if runs.parent_run_id:
+        if runs.parent_run_id and group:
+            from .shards import merge_if_complete
+
+            shards = int(mlflow.get_run(runs.parent_run_id).data.tags.get("shards", "1"))
+            scorers = sorted({k[6:] for m in metrics.values() for k in m if k.startswith("score_")} - {""})
+            scorers = [s for s in scorers if not s.endswith("_count")]
+            merge_if_complete(mlflow, runs.experiment_id, group, runs.parent_run_id, shards, scorers)
+        elif runs.parent_run_id:
             rows = comparison_rows(metrics)
             table = {"metric": [label for label, _ in rows]}
             for index, target in enumerate(metrics):
