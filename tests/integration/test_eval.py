@@ -271,3 +271,29 @@ def test_shards_of_a_named_evaluation_merge_on_one_parent(setup: Setup, a2a_agen
     assert sum(r.data.metrics["questions"] for r in children) == 10
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["questions"] == 10 and parent.data.metrics["score_contains"] == 1.0
+
+
+def test_per_question_runs_in_the_seed_schema_and_no_secret_recorded(
+    setup: Setup, a2a_agent: Any, tmp_path: Path
+) -> None:
+    """`--per-question-runs` adds the seed's run per question (through the Pattern 1 pipeline); a bearer token and URL
+    credentials reach neither MLflow nor the journal."""
+    questions = write_set(tmp_path / "seed.jsonl", [{"id": "a", "question": "first"}, {"id": "b", "question": "two"}])
+    url = a2a_agent.url.replace("http://", "http://alice:s3cr3t-pw@")
+    result = setup.eval(str(questions), "--agent", f"agent={url}", "--per-question-runs", "--token", "tok-SECRET-42")
+    assert result.returncode == 0, result.stderr
+    runs = setup.runs()
+    seed_runs = [r for r in runs if "kagent_mlflow.kind" not in r.data.tags]
+    assert len(seed_runs) == 2 and {r.data.tags["status"] for r in seed_runs} == {"ok"}
+    client = setup.client()
+    for run in seed_runs:
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"question.txt", "answer.txt"}
+    (evaluation,) = [r for r in runs if r.data.tags.get("kagent_mlflow.kind") == "evaluation"]
+    everything = json.dumps([r.to_dictionary() for r in runs], default=str)
+    for info in setup.traces(evaluation.info.run_id):
+        everything += json.dumps(client.get_trace(info.info.trace_id).to_dict(), default=str)
+    for path in (Path(setup.env["KAGENT_MLFLOW_HOME"]) / "evals").rglob("*"):
+        if path.is_file():
+            everything += path.read_text(errors="replace")
+    everything += result.stdout + result.stderr
+    assert "s3cr3t-pw" not in everything and "tok-SECRET-42" not in everything

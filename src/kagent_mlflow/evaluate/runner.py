@@ -347,7 +347,7 @@ class _SeedRuns:
             destination=self.destination,
             run_name=f"{target.name} {question.id}",
         )
-        self.pipeline.recorder.record(interaction)
+        self.pipeline.recorder().record(interaction)
 
     def close(self, timeout: float) -> None:
         self.pipeline.flush(timeout)
