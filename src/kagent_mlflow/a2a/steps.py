@@ -22,6 +22,8 @@ from .models import LlmStep, Step, ToolStep
 from .parse import (
     ReplyShapeError,
     _function_parts,
+    _list,
+    _str,
     _task_messages,
     _unwrap,
     is_agent,
@@ -123,8 +125,9 @@ def _walk(clock: int | None, messages: list[tuple[dict[str, Any], int | None]]) 
             continue
         metadata = message.get("metadata") if isinstance(message.get("metadata"), dict) else {}
         parts = message.get("parts")
-        calls = [data for kind, data in _function_parts(_parts(parts)) if kind == "function_call"]
-        responses = [data for kind, data in _function_parts(_parts(parts)) if kind == "function_response"]
+        function_parts = list(_function_parts(_list(parts)))
+        calls = [data for kind, data in function_parts if kind == "function_call"]
+        responses = [data for kind, data in function_parts if kind == "function_response"]
         texts = [t for t in part_texts(parts) if t]
         usage = usage_of(metadata)
         author = next((metadata[k] for k in _AUTHOR_KEYS if isinstance(metadata.get(k), str)), None)
@@ -197,11 +200,3 @@ def epoch_ms(value: Any) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1000)
-
-
-def _parts(parts: Any) -> list[Any]:
-    return parts if isinstance(parts, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
