@@ -480,9 +480,16 @@ def ui_command(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port; 0 = any free port.")] = LOCAL_UI_PORT,
 ) -> None:
     """Start the MLflow UI on the local store (where `ask` logs without a tracking server) and print its address."""
-    from .config import Settings
+    import os
+
+    from .config import Settings, default_home
+    from .local.state import running_stack_urls
     from .ui import plan_ui, serve_ui
 
+    stack = running_stack_urls(default_home())
+    if stack and not backend_store_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        typer.echo(f"MLflow UI: {stack[0]}  (served by the local stack; kagent-mlflow down stops it)")
+        return
     try:
         plan = plan_ui(Settings.from_env(), backend_store_uri, host, port)
         code = serve_ui(plan, typer.echo)
@@ -512,3 +519,12 @@ def seed_main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     question = " ".join(args) if args else DEFAULT_QUESTION
     app(["ask", question], prog_name="kagent_mlflow_logger.py")
+
+
+def _register_local_stack() -> None:
+    from .cli_local import register
+
+    register(app)
+
+
+_register_local_stack()

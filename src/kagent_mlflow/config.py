@@ -77,6 +77,8 @@ class Settings(BaseModel):
             "spool_dir": _env("KAGENT_MLFLOW_SPOOL_DIR"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if not values["tracking_uri"] or not values["a2a_url"]:
+            values |= _local_stack_defaults(values)
         return cls(**{k: v for k, v in values.items() if v is not None})
 
     @property
@@ -106,6 +108,18 @@ class Settings(BaseModel):
             check_tracking_uri(self.tracking_uri)
         if self.s3_endpoint_url:
             check_http_url(self.s3_endpoint_url, "S3 endpoint URL")
+
+
+def _local_stack_defaults(values: dict[str, object]) -> dict[str, object]:
+    """The URLs of a running ``kagent-mlflow up`` stack for the settings nobody gave (flag, argument or env):
+    its MLflow server instead of writing the embedded store directly (it serves that same store), its agent's A2A
+    URL (the seed's default, unless ``up`` was given other ports). Nothing while no stack runs."""
+    from .local.state import running_stack_urls
+
+    urls = running_stack_urls(Path(str(values.get("home") or default_home())))
+    if urls is None:
+        return {}
+    return {"tracking_uri": values["tracking_uri"] or urls[0], "a2a_url": values["a2a_url"] or urls[1]}
 
 
 def check_tracking_uri(uri: str) -> None:
