@@ -98,6 +98,7 @@ def test_down_stops_everything_and_commands_fall_back_to_their_defaults(
     assert stack.cli("ps").returncode == 1
     for port in (stack.mlflow_port, stack.agent_port):
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds it (TIME_WAIT is fine)
             sock.bind(("127.0.0.1", port))  # free again
     assert not any(pid_alive(pid) for pid in pids)
     # No stack: `ask` is back to the seed's A2A URL and the embedded store.

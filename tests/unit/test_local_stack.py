@@ -114,7 +114,7 @@ def test_chat_messages_carry_tools_and_tool_turns_as_text() -> None:
     chat = engine.chat_messages(
         [
             {"role": "user", "content": [{"type": "text", "text": "What is a pod?"}]},
-            {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "glossary", "arguments": "{}"}}]},
+            {"role": "assistant", "tool_calls": [{"function": {"name": "glossary", "arguments": "{}"}}]},
             {"role": "tool", "content": "The smallest unit."},
         ],
         TOOLS,
