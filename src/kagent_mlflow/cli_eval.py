@@ -25,7 +25,13 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 def eval_command(
-    questions: Annotated[str, typer.Argument(help="Question set: .jsonl or .csv rows id, question, expected, tags.")],
+    questions: Annotated[
+        str,
+        typer.Argument(
+            help="Question set: .jsonl or .csv rows id, question, expected, tags; or mlflow-dataset:NAME (an MLflow "
+            "evaluation dataset, by name or d-id)."
+        ),
+    ],
     agent: Annotated[
         list[str],
         typer.Option(

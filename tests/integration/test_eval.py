@@ -297,3 +297,31 @@ def test_per_question_runs_in_the_seed_schema_and_no_secret_recorded(
             everything += path.read_text(errors="replace")
     everything += result.stdout + result.stderr
     assert "s3cr3t-pw" not in everything and "tok-SECRET-42" not in everything
+
+
+def test_questions_from_an_mlflow_evaluation_dataset(setup: Setup, a2a_agent: Any) -> None:
+    import mlflow
+    from mlflow.genai.datasets import create_dataset
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(setup.tracking_uri)
+    try:
+        experiment_id = setup.client().create_experiment(setup.experiment)
+        name = f"questions-{uuid.uuid4().hex[:8]}"
+        dataset = create_dataset(name=name, experiment_id=experiment_id)
+        dataset.merge_records(
+            [
+                {"inputs": {"question": "What is a Pod?"}, "expectations": {"expected_response": "pod"}},
+                {"inputs": {"question": "What is a Route?"}, "expectations": {"expected_response": "nope"}},
+            ]
+        )
+    finally:
+        mlflow.set_tracking_uri(before)
+    result = setup.eval(f"mlflow-dataset:{name}", "--agent", f"agent={a2a_agent.url}", "--score", "contains")
+    assert result.returncode == 0, result.stderr
+    (run,) = setup.runs()
+    assert run.data.params["dataset"] == name and run.data.metrics["score_contains"] == 0.5
+    assert len(setup.traces(run.info.run_id)) == 2
+    missing = setup.eval("mlflow-dataset:no-such-set", "--agent", a2a_agent.url)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: MLflow evaluation dataset 'no-such-set'")
+    assert len(missing.stderr.strip().splitlines()) == 1

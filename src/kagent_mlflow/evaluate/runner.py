@@ -20,6 +20,7 @@ from typing import Any
 
 from .dataset import Question, QuestionSet, load_questions, select
 from .journal import Journal
+from .mlflow_dataset import is_mlflow_dataset, load_mlflow_dataset, save_jsonl
 from .scoring import JUDGE_NAME, JudgeConfig, Scoring, parse_scorers
 from .summary import Prices, results_table, target_metrics
 from .targets import Answer, AskFailure, Target, make_asker
@@ -85,7 +86,10 @@ def evaluation_key(qset: QuestionSet, config: EvalConfig) -> str:
 
 def prepare(config: EvalConfig) -> tuple[QuestionSet, list[Question], Scoring]:
     """Everything that can be checked before anything is asked (bad set, bad flags): raises one-line errors."""
-    qset = load_questions(config.dataset)
+    if is_mlflow_dataset(config.dataset):
+        qset = load_mlflow_dataset(config.dataset, config.settings.effective_tracking_uri)
+    else:
+        qset = load_questions(config.dataset)
     chosen = select(qset.questions, shard=config.shard, limit=config.limit)
     names = config.scorers or (list(DEFAULT_SCORERS) if any(q.expected is not None for q in chosen) else [])
     specs = parse_scorers(names, judge=config.judge)
@@ -147,7 +151,7 @@ def run_eval(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
         recorder.configure(
             {
                 "journal_dir": str(journal.directory),
-                "dataset_path": str(Path(qset.path).absolute()),
+                "dataset_path": str(_questions_file(qset, journal.directory)),
                 "dataset": qset.name,
                 "tracking_uri": settings.effective_tracking_uri,
                 "experiment_id": exp_id,
@@ -213,6 +217,13 @@ def run_eval(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
     finally:
         recorder.abandon()
         journal.close()
+
+
+def _questions_file(qset: QuestionSet, directory: Path) -> Path:
+    """The file the recorder process reads the questions from (an MLflow dataset is written into the journal)."""
+    if is_mlflow_dataset(qset.path):
+        return save_jsonl(qset, directory / "questions.jsonl")
+    return Path(qset.path).absolute()
 
 
 def _artifact_location(settings: Any) -> str | None:
