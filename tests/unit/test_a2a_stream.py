@@ -169,3 +169,14 @@ def test_tee_stops_keeping_events_past_the_stream_budget(monkeypatch: pytest.Mon
     exchange = tee([b'data: "' + b"y" * 60 + b'"\n\n'] * 3)
     values = [value for _, value in exchange.events]
     assert values[0] == "y" * 60 and all("not kept" in v for v in values[1:])
+
+
+@pytest.mark.parametrize("name", ["stream-tool-call-model-streaming.sse", "stream-tool-call.sse"])
+def test_kagent_streams_with_tool_calls_and_partial_chunks_show_the_answer_once(name: str) -> None:
+    text = (FIXTURES / name).read_text()
+    bodies = [json.loads(line[len("data: ") :]) for line in text.splitlines() if line.startswith("data: ")]
+    view = AnswerView()
+    shown = "".join(view.new_text(read_event(body)) for body in bodies)
+    reply = fold_reply(bodies)
+    assert shown == reply.answer and reply.answer.startswith("Scripted answer to: Which pods")
+    assert [c.name for c in reply.tool_calls] == ["get_pods"]
