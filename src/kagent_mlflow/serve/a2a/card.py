@@ -21,6 +21,7 @@ _MAX_CACHED = 16  # cards kept per public URL; the Host header is the caller's t
 
 
 def agent_name(agent: Any) -> str:
+    """The card's name: the agent's own ``name`` when it has one, else its class name (as ``/invocations`` says)."""
     return str(getattr(agent, "name", None) or type(agent).__name__)
 
 

@@ -32,6 +32,7 @@ logger = logging.getLogger("kagent_mlflow.serve")
 
 
 def rpc_error(code: int, message: str, request_id: Any = None) -> Any:
+    """A JSON-RPC error response (HTTP 200: JSON-RPC over HTTP reports errors in the body)."""
     from starlette.responses import JSONResponse
 
     return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}})
@@ -141,6 +142,7 @@ class CallerMistakes(logging.Filter):
 
 
 def quiet_sdk_logs() -> None:
+    """Install :class:`CallerMistakes` on the SDK's loggers once, though create_app may run again."""
     for name in ("a2a.server.routes.jsonrpc_dispatcher", "a2a.compat.v0_3.jsonrpc_adapter"):
         sdk_logger = logging.getLogger(name)
         if not any(isinstance(f, CallerMistakes) for f in sdk_logger.filters):

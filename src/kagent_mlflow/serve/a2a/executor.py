@@ -20,7 +20,7 @@ from ..errors import classify
 from ..handlers import AgentFailure
 from ..routes import OFFLOAD_BYTES, OFFLOAD_ITEMS, _event_dict, _maybe_off_loop, _response_dict, root_span, trace_inputs
 from .memory import ConversationMemory
-from .report import TaskReporter
+from .report import TaskReporter, text_part
 
 logger = logging.getLogger("kagent_mlflow.serve")
 STREAM_METHODS = frozenset({"SendStreamingMessage", "message/stream"})
@@ -45,7 +45,7 @@ class ResponsesAgentExecutor(AgentExecutor):
         reporter = TaskReporter(updater)
         question = context.get_user_input()
         if not question.strip():
-            await updater.reject(updater.new_agent_message([_text(NO_TEXT)]))
+            await updater.reject(updater.new_agent_message([text_part(NO_TEXT)]))
             return
         conversation = task.context_id
         user_item = {"type": "message", "role": "user", "content": question}
@@ -115,9 +115,3 @@ def _tag(task: Any) -> None:
 
     if mlflow.get_current_active_span() is not None:
         mlflow.update_current_trace(tags={"a2a.task_id": task.id, "a2a.context_id": task.context_id})
-
-
-def _text(text: str) -> Any:
-    from a2a.helpers import new_text_part
-
-    return new_text_part(text)

@@ -44,10 +44,6 @@ class ConversationMemory:
             self._contexts.move_to_end(context_id)
             return [item for turn in turns for item in turn]
 
-    def turns(self, context_id: str) -> int:
-        with self._lock:
-            return len(self._contexts.get(context_id, ()))
-
     def remember(self, context_id: str, turn: list[Item]) -> None:
         """Add one finished turn; drop the oldest turn and the least recently used conversation past the bounds."""
         with self._lock:

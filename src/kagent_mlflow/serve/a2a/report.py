@@ -24,7 +24,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-USAGE_KEYS = ("kagent_usage_metadata", "adk_usage_metadata")
+from ...a2a.parse import USAGE_KEYS  # the keys our client reads usage from: the same two, kagent's first
+
 TYPE_KEYS = ("kagent_type", "adk_type")
 ANSWER = "answer"
 
@@ -42,6 +43,7 @@ def usage_metadata(usage: Any) -> dict[str, Any]:
 
 
 def data_part(data: dict[str, Any], kind: str) -> Any:
+    """A data part marked ``kind`` under both kagent's and ADK's metadata keys, as kagent readers look for either."""
     from a2a.helpers import new_data_part
 
     part = new_data_part(data)
@@ -56,6 +58,7 @@ def text_part(text: str) -> Any:
 
 
 def message_text(item: dict[str, Any]) -> str:
+    """The text of a Responses message item (a string, or its ``output_text`` parts); tolerant of odd shapes."""
     content = item.get("content")
     if isinstance(content, str):
         return content
