@@ -92,7 +92,7 @@ def _preview(value: str | None) -> str | None:
 
 
 def build_trace(interaction: Interaction, experiment_id: str, run_id: str, redact: Redactor) -> BuiltTrace:
-    """One AGENT root span (question in, answer out, token usage, latency) and a TOOL child per tool call."""
+    """One AGENT root span (question in, answer out, token usage, latency) and an LLM or TOOL child per step."""
     trace_id = trace_id_for(interaction.interaction_id)
     otel_trace_id = int(trace_id[3:], 16)
     start_ns = interaction.started_at_ms * 1_000_000
