@@ -237,7 +237,6 @@ def test_llama_stack_command_reads_the_mounted_config_on_the_served_port(overlay
 def test_llama_stack_loads_the_run_config() -> None:
     """Llama Stack's own loader (in its venv) reads the rendered run config with the container's env (the overlays
     share one run config: test_llama_stack_config_is_the_same_everywhere)."""
-    overlay = "full"
     python = llama_venv() / "bin" / "python"
     if not python.exists():
         reason = f"no Llama Stack venv at {llama_venv()} (scripts/setup-llama-stack.sh)"
@@ -245,29 +244,21 @@ def test_llama_stack_loads_the_run_config() -> None:
             pytest.fail(reason)
         print(f"\nSKIP: {reason}")
         pytest.skip(reason)
-    objects = render(overlay)
-    pod, container = _llama_stack(objects)
+    objects = render("full")
+    _, container = _llama_stack(objects)
     text = config_value(objects, "ConfigMap", "llama-stack-config", "config.yaml")
     env = {**container_env(objects, container), "PATH": os.environ.get("PATH", "")}
-    request = json.dumps({"config": text, "env": env})
-    result = subprocess.run(
-        [str(python), str(Path(__file__).with_name("llama_stack_config_check.py"))],
-        input=request,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    checker = Path(__file__).with_name("llama_stack_config_check.py")
+
+    def check(config: str) -> subprocess.CompletedProcess[str]:
+        request = json.dumps({"config": config, "env": env})
+        return subprocess.run([str(python), str(checker)], input=request, capture_output=True, text=True, timeout=300)
+
+    result = check(text)
     assert result.returncode == 0 and result.stdout.startswith("OK"), result.stdout + result.stderr[-2000:]
     assert "inference:vllm=remote::vllm" in result.stdout
     # and the check is strict: a misspelt provider key fails it
-    broken = json.dumps({"config": text.replace("max_tokens:", "max_token:"), "env": env})
-    result = subprocess.run(
-        [str(python), str(Path(__file__).with_name("llama_stack_config_check.py"))],
-        input=broken,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = check(text.replace("max_tokens:", "max_token:"))
     assert result.returncode == 1 and "max_token" in result.stdout, result.stdout
 
 
