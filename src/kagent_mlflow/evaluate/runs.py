@@ -107,9 +107,9 @@ def _end(mlflow: Any, run_id: str, status: str, now_ms: int) -> None:
     """End a run without ``set_terminated``'s extra get_run and the link it prints to stdout."""
     from mlflow.entities import RunStatus
 
-    from .._mlflow_compat import end_run
+    from .._mlflow_compat import end_run, tracing_client
 
-    end_run(mlflow._tracking_client, run_id, RunStatus.from_string(status), now_ms)
+    end_run(tracing_client(mlflow.tracking_uri), run_id, RunStatus.from_string(status), now_ms)
 
 
 def run_url(settings: Any, experiment_id: str, run_id: str) -> str:
