@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings, without_credentials
+from .embedded_store import create_sqlite_store
 from .errors import ConfigError, KagentMlflowError
 
 START_TIMEOUT = 180.0
@@ -109,6 +110,7 @@ def _usable_port(host: str, port: int) -> int:
 def serve_ui(plan: UiPlan, echo: Callable[[str], None], *, timeout: float = START_TIMEOUT) -> int:
     """Run the MLflow UI until Ctrl+C (or until it exits); print its address once it answers. Returns an exit code."""
     plan.artifacts_destination.mkdir(parents=True, exist_ok=True)
+    create_sqlite_store(plan.backend_store_uri)
     env = dict(os.environ)
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no background job runner for browsing
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):

@@ -54,6 +54,7 @@ from pydantic_core import PydanticSerializationError
 
 from .. import _mlflow_compat as compat
 from ..config import LOCAL_UI_HOST, LOCAL_UI_PORT, Settings
+from ..embedded_store import first_open_lock
 from ..errors import DeliveryError
 from ..records import Destination, Interaction
 from ..text import printable_data
@@ -331,9 +332,8 @@ class MlflowSink:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    if self.destination.artifact_location:  # the embedded store: create its folder
-                        Path(self._connect_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-                    self._client = MlflowClient(tracking_uri=self._connect_uri, registry_uri=self._connect_uri)
+                    with first_open_lock(self._connect_uri):  # a fresh SQLite store is created by one process at a time
+                        self._client = MlflowClient(tracking_uri=self._connect_uri, registry_uri=self._connect_uri)
         return self._client
 
     def _tracing_client(self) -> Any:
