@@ -33,13 +33,14 @@ def eval_command(
         ),
     ],
     agent: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--agent",
             help="Target: an A2A agent URL, or an Agent Server URL ending in /invocations; NAME=URL names it. "
-            "Repeat to compare.",
+            "Repeat to compare. Default: A2A_URL, else the running `kagent-mlflow up` stack's agent, else the "
+            "seed's URL.",
         ),
-    ],
+    ] = None,
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI; unset = local store (env MLFLOW_TRACKING_URI).")
     ] = None,
@@ -104,8 +105,8 @@ def eval_command(
             from .config import check_tracking_uri
 
             check_tracking_uri(settings.tracking_uri)
-        if not agent:
-            raise KagentMlflowError("give at least one --agent URL")
+        if not agent:  # as `ask`: A2A_URL, else a running `up` stack's agent, else the seed's URL
+            agent = [settings.a2a_url]
         targets = unique_targets([parse_target(a) for a in agent])
         judge = None
         if judge_model:

@@ -77,6 +77,18 @@ def test_up_then_ask_and_seed_script_with_no_flags_log_to_the_stack(
     assert question_of(client, seed_run.info.run_id) == "In one sentence, what is OpenShift?"
     assert seed_run.info.experiment_id == run.info.experiment_id
 
+    # `chat` (questions piped in) and `eval` (a question set), no flags either.
+    scripted_model.set_script([])
+    chat = stack.cli("chat", stdin="What is a node?\n")
+    assert chat.returncode == 0, chat.stdout + chat.stderr
+    assert "Scripted answer to: What is a node?" in chat.stdout
+    assert f"logged to MLflow ({stack.mlflow_url}" in chat.stdout + chat.stderr
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"id": "q1", "question": "What is a service?", "expected": "service"}) + "\n")
+    evaluated = stack.cli("eval", str(questions))
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    assert f"run rh-analyze-simple: {stack.mlflow_url}/#/experiments/" in evaluated.stdout
+
     logs = stack.cli("logs", "agent", "-n", "500")
     assert logs.returncode == 0 and f"READY http://127.0.0.1:{stack.agent_port}" in logs.stdout
 

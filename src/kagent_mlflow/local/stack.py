@@ -128,7 +128,7 @@ def agent_server_spec(options: StackOptions, model_url: str) -> Spec:
     command += ["--agent", "kagent_mlflow.local.agent:build_agent"]
     command += ["--tracking-uri", f"http://{HOST}:{options.mlflow_port}", "--experiment", options.experiment]
     command += ["--a2a-path", DEFAULT_A2A_PATH]
-    env = {"LLAMA_STACK_BASE_URL": model_url, "LLAMA_STACK_TIMEOUT": "300"}
+    env = {"LLAMA_STACK_BASE_URL": model_url, "LLAMA_STACK_TIMEOUT": "900", "KAGENT_MLFLOW_REQUEST_TIMEOUT": "900"}
     if options.model:
         env["LLAMA_STACK_MODEL"] = options.model
     return Spec(
