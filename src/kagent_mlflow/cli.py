@@ -10,7 +10,7 @@ import typer
 
 from .config import DEFAULT_QUESTION, LOCAL_UI_HOST, LOCAL_UI_PORT, check_question, without_credentials
 from .errors import KagentMlflowError
-from .text import printable, printable_data
+from .text import for_terminal, printable_data
 
 app = typer.Typer(
     help="Ask kagent agents over A2A and log every interaction to MLflow, off the live path.",
@@ -36,7 +36,7 @@ EXIT_CANCELLED = 130  # Ctrl-C: the agent's task was cancelled, the question rec
 
 def fail(message: str, code: int) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
-    typer.echo(f"error: {printable(message)}", err=True)
+    typer.echo(f"error: {for_terminal(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -234,7 +234,7 @@ def settle_delivery(logger: Any, result: Any, flush_timeout: float) -> tuple[str
 
 
 def print_header(question: str, logger: Any) -> None:
-    typer.echo(f"Question: {printable(question)}")
+    typer.echo(f"Question: {for_terminal(question)}")
     typer.echo(f"MLflow URI: {without_credentials(logger.mlflow_tracking_uri)}")
     typer.echo(f"A2A URL: {without_credentials(logger.a2a_url)}")
 
@@ -260,7 +260,7 @@ def report_timing(result: Any) -> None:
 
 def report_answer(result: dict[str, Any]) -> None:
     if result.get("answer") is not None:
-        typer.echo(f"\nAnswer: {printable(result['answer'])}")
+        typer.echo(f"\nAnswer: {for_terminal(result['answer'])}")
     if result.get("latency_ms") is not None:
         typer.echo(f"Latency: {result['latency_ms']:.0f} ms")
 
@@ -273,9 +273,9 @@ def report_logging(result: dict[str, Any], embedded: bool = False) -> None:
         typer.echo(f"Run: {result['run_id']} (view it with: kagent-mlflow ui)")
     error = result.get("logging_error")
     if error and error.startswith("record lost"):
-        typer.echo(f"Not in MLflow, and not kept anywhere: {printable(error)}", err=True)
+        typer.echo(f"Not in MLflow, and not kept anywhere: {for_terminal(error)}", err=True)
     elif error:
-        typer.echo(f"Not in MLflow yet: {printable(error)}", err=True)
+        typer.echo(f"Not in MLflow yet: {for_terminal(error)}", err=True)
         typer.echo("It is retried automatically; send it now with: kagent-mlflow replay", err=True)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import typer
 
 from .cli_live import LivePrinter, timing_line
-from .text import printable
+from .text import for_terminal
 
 HELP = "commands: /new (start a new conversation), /exit (leave; also Ctrl-D), /help"
 PROMPT = "you> "
@@ -113,7 +113,7 @@ def run_chat(logger: Any, *, stream: bool, timeout: float, interactive: bool, hi
     console = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def note(text: str) -> None:
-        console.print(f"[dim]{_escape(printable(text))}[/dim]")
+        console.print(f"[dim]{_escape(for_terminal(text))}[/dim]")
 
     conversation = logger.conversation()
     tally = ChatTally()
@@ -131,10 +131,10 @@ def run_chat(logger: Any, *, stream: bool, timeout: float, interactive: bool, hi
             note("(new conversation)")
             continue
         if COMMAND.fullmatch(command):  # one /word that is no command (a path would have more to it)
-            note(f"unknown command {printable(line.strip())}; {HELP}")
+            note(f"unknown command {for_terminal(line.strip())}; {HELP}")
             continue
         if not interactive:
-            typer.echo(f"{PROMPT}{printable(line)}")
+            typer.echo(f"{PROMPT}{for_terminal(line)}")
         tally.turns += 1
         turn = conversation.stream(line, timeout=timeout, stream=stream)
         outcome = LivePrinter(console=console).run(turn)
@@ -145,7 +145,7 @@ def run_chat(logger: Any, *, stream: bool, timeout: float, interactive: bool, hi
             note("(turn cancelled; the agent's task was cancelled)")
         elif outcome.error is not None:
             tally.failed += 1
-            console.print(f"error: {_escape(printable(str(outcome.error)))}")
+            console.print(f"error: {_escape(for_terminal(str(outcome.error)))}")
         else:
             details = [f"turn {conversation.turn}", timing_line(outcome.result).removeprefix("Latency: ")]
             note(" · ".join(d for d in details if d))

@@ -18,9 +18,9 @@ EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    from .text import printable
+    from .text import for_terminal
 
-    typer.echo(f"error: {printable(message)}", err=True)
+    typer.echo(f"error: {for_terminal(message)}", err=True)
     return typer.Exit(code)
 
 

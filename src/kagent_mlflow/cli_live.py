@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .a2a.stream import AnswerView, StreamEvent, describe
 from .errors import AgentError
-from .text import printable
+from .text import for_terminal
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -102,7 +102,7 @@ class LivePrinter:
         self._stop_spin()  # the answer has begun: a spinner would now get in its way
         if self.label:
             text, self.label = self.label + text.lstrip("\n"), ""
-        self.out.write(printable(text))
+        self.out.write(for_terminal(text))
         self.out.flush()
         self._at_line_start = text.endswith("\n")
 
@@ -116,7 +116,7 @@ class LivePrinter:
         assert self.console is not None
         if not self._at_line_start:  # a note in the middle of the answer goes on a line of its own
             self._end_line()
-        self.console.print(f"[dim]· {_escape(printable(text))}[/dim]")
+        self.console.print(f"[dim]· {_escape(for_terminal(text))}[/dim]")
 
     def _spinner_text(self) -> str:
         return f"[dim]{self._state} {time.monotonic() - self._started:.1f} s (Ctrl-C cancels)[/dim]"

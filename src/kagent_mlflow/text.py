@@ -47,3 +47,15 @@ def printable_data(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [printable_data(v) for v in value]
     return value
+
+
+# C0 controls but newline and tab, DEL, and C1 controls (0x9b is a one-byte CSI on some terminals).
+_TERMINAL_CONTROLS = {
+    code: f"\\x{code:02x}" for code in (*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0))
+}
+
+
+def for_terminal(text: str) -> str:
+    """``printable(text)`` with control characters other than newline and tab escaped (``\\x1b``): what an agent or a
+    file says is shown, it cannot move the cursor, recolour, retitle or clear the user's terminal."""
+    return printable(text).translate(_TERMINAL_CONTROLS)

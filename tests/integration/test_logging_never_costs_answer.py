@@ -64,6 +64,24 @@ def test_ask_with_non_utf8_bytes_prints_the_answer_and_logs_the_question_as_type
     assert texts["question.txt"] == "bad \\xff\\xfe"
 
 
+def test_terminal_control_sequences_in_an_answer_are_shown_escaped_and_logged_as_sent(
+    a2a_agent: A2AAgent, mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    """An agent's answer cannot clear, recolour or retitle the user's terminal; MLflow keeps the text exactly."""
+    experiment = f"ansi-{uuid.uuid4().hex[:8]}"
+    question = "red \x1b[31m clear \x1b[2J title \x1b]0;pwned\x07"
+    args: list[str | bytes] = ["ask", question, "--a2a-url", a2a_agent.url, "--experiment", experiment]
+    proc = cli([*args, "--tracking-uri", mlflow_server.url, "--flush-timeout", "120"], tmp_path / "home")
+
+    out, err = proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
+    assert proc.returncode == 0, out + err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "Answer: Answer to: red \\x1b[31m clear \\x1b[2J title \\x1b]0;pwned\\x07" in out
+    run, texts = the_run(mlflow_server.url, experiment)
+    assert run.info.status == "FINISHED"
+    assert texts["answer.txt"] == f"Answer to: {question}"
+
+
 def test_library_question_with_a_lone_surrogate_is_answered_spooled_exactly_and_replayed(
     a2a_agent: A2AAgent, mlflow_server: MlflowServer, tmp_path: Path
 ) -> None:
