@@ -8,6 +8,7 @@ find the stack's agent and its MLflow server by themselves, and what they logged
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -117,6 +118,9 @@ def test_down_stops_everything_and_commands_fall_back_to_their_defaults(
     bad = stack.cli("ask", "--json", "--timeout", "5", "hello?")
     assert bad.returncode == 3
     assert "8083/api/a2a/kagent/rh-analyze-simple" in bad.stderr + bad.stdout
+    # ... and the failed run is written to the embedded store the stack's server used (same experiment, whose
+    # artifact location the embedded client can write without a server).
+    assert "logging_error" not in json.loads(bad.stdout.strip().splitlines()[-1])
     assert stack.cli("down").stdout.strip() == "The local stack is not running."
 
 
@@ -166,3 +170,28 @@ def test_logs_of_an_unknown_process_or_no_stack(tmp_path: Path) -> None:
     none = stack.cli("logs")
     assert none.returncode == 1 and "no logs in" in none.stderr
     assert json.loads(stack.cli("ps", "--json").stdout)["up"] is False
+
+
+@pytest.mark.kagent
+def test_runtime_kagent_serves_the_real_kagent_runtime_at_the_seeds_path(
+    model_server: ModelServerClient, scripted_model: ModelServerClient, tmp_path: Path
+) -> None:
+    from tests.support.kagent_runtime import kagent_executable
+
+    if not kagent_executable().exists():
+        reason = f"kagent runtime not installed ({kagent_executable()}): run scripts/setup-kagent-runtime.sh"
+        if os.environ.get("KAGENT_MLFLOW_CI") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    stack = LocalStack.create(tmp_path)
+    try:
+        stack.up("--runtime", "kagent", "--model-url", model_server.url)
+        assert [p["name"] for p in stack.ps()["processes"]] == ["mlflow", "kagent-runtime", "agent"]
+        result = stack.ask_json("What is a pod?")
+        assert result["answer"] == "Scripted answer to: What is a pod?"
+        assert result["usage"]["totalTokenCount"] > 0
+        run = MlflowClient(tracking_uri=stack.mlflow_url).get_run(result["run_id"])
+        assert run.data.tags["protocol_version"].startswith("0.3")
+        assert run.data.tags["a2a_url"] == stack.a2a_url
+    finally:
+        stack.down()

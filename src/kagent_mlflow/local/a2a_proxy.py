@@ -9,7 +9,9 @@ streamed through. Anything else is 404.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
@@ -42,8 +44,13 @@ def create_app(path: str, target: str) -> Any:
             response.aiter_raw(), status_code=response.status_code, headers=kept, background=_closer(response)
         )
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
     methods = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
-    return Starlette(routes=[Route("/{rest:path}", forward, methods=methods)], on_shutdown=[client.aclose])
+    return Starlette(routes=[Route("/{rest:path}", forward, methods=methods)], lifespan=lifespan)
 
 
 def _closer(response: Any) -> Any:

@@ -86,8 +86,11 @@ def plan(options: StackOptions) -> list[Spec]:
         Spec(
             "mlflow",
             [py, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}"]
-            + ["--artifacts-destination", str(home / "artifacts"), "--host", HOST, "--port", str(options.mlflow_port)]
-            + ["--workers", "1"],
+            # Artifacts as the embedded store keeps them (a file URI, written by the client), not proxied: an
+            # experiment the server creates must stay usable by `ask` on the embedded default once the stack is down
+            # (an mlflow-artifacts:/ location needs a server to write to).
+            + ["--default-artifact-root", (home / "artifacts").as_uri(), "--no-serve-artifacts"]
+            + ["--host", HOST, "--port", str(options.mlflow_port), "--workers", "1"],
             options.mlflow_url,
             f"http://{HOST}:{options.mlflow_port}/health",
             "MLflow tracking server and UI on the local store",
