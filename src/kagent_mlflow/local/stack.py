@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DEFAULT_EXPERIMENT
+from ..embedded_store import create_sqlite_store
 from ..errors import ConfigError, KagentMlflowError
 from .processes import PortTaken, Spec, check_port, last_error, spawn, stop
 from .state import ProcessInfo, StackState, read_state, stack_dir, state_path, write_state
@@ -195,6 +196,7 @@ def up(options: StackOptions, echo: Callable[[str], None], progress: Callable[[s
                     "pip install 'kagent-mlflow[local]', or pass --model-url URL of an OpenAI-compatible server"
                 )
     (options.home / "artifacts").mkdir(parents=True, exist_ok=True)
+    create_sqlite_store(f"sqlite:///{options.home / 'mlflow.db'}")  # under the lock an `ask` beside it also takes
     started: list[ProcessInfo] = []
     state = StackState(started, options.mlflow_url, options.a2a_url, options.model_url or options.bundled_model_url)
     state.runtime = options.runtime
