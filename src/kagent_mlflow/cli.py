@@ -40,24 +40,32 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+# Where a question goes and where it is logged: the same options for `ask` and `chat`.
+A2aUrl = Annotated[str | None, typer.Option(help="A2A endpoint of the agent (env A2A_URL).")]
+TrackingUri = Annotated[
+    str | None, typer.Option(help="MLflow tracking URI; unset = local store (env MLFLOW_TRACKING_URI).")
+]
+Experiment = Annotated[
+    str | None, typer.Option(help="MLflow experiment (env MLFLOW_EXPERIMENT, MLFLOW_EXPERIMENT_NAME).")
+]
+S3EndpointUrl = Annotated[
+    str | None, typer.Option(help="S3/MinIO endpoint for artifacts (env MLFLOW_S3_ENDPOINT_URL).")
+]
+AwsAccessKeyId = Annotated[str | None, typer.Option(help="S3 access key (env AWS_ACCESS_KEY_ID).")]
+AwsSecretAccessKey = Annotated[str | None, typer.Option(help="S3 secret key (env AWS_SECRET_ACCESS_KEY).")]
+Token = Annotated[str | None, typer.Option(help="Bearer token for the agent (env A2A_TOKEN).")]
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question to send to the agent.")] = DEFAULT_QUESTION,
-    a2a_url: Annotated[str | None, typer.Option(help="A2A endpoint of the agent (env A2A_URL).")] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI; unset = local store (env MLFLOW_TRACKING_URI).")
-    ] = None,
-    experiment: Annotated[
-        str | None, typer.Option(help="MLflow experiment (env MLFLOW_EXPERIMENT, MLFLOW_EXPERIMENT_NAME).")
-    ] = None,
-    s3_endpoint_url: Annotated[
-        str | None, typer.Option(help="S3/MinIO endpoint for artifacts (env MLFLOW_S3_ENDPOINT_URL).")
-    ] = None,
-    aws_access_key_id: Annotated[str | None, typer.Option(help="S3 access key (env AWS_ACCESS_KEY_ID).")] = None,
-    aws_secret_access_key: Annotated[
-        str | None, typer.Option(help="S3 secret key (env AWS_SECRET_ACCESS_KEY).")
-    ] = None,
-    token: Annotated[str | None, typer.Option(help="Bearer token for the agent (env A2A_TOKEN).")] = None,
+    a2a_url: A2aUrl = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = None,
+    s3_endpoint_url: S3EndpointUrl = None,
+    aws_access_key_id: AwsAccessKeyId = None,
+    aws_secret_access_key: AwsSecretAccessKey = None,
+    token: Token = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent's answer.")] = 120.0,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
@@ -78,32 +86,21 @@ def ask(
     ] = 10.0,
 ) -> None:
     """Ask the agent one question, print the answer, log the interaction to MLflow."""
-    import logging
-
-    from .logger import KagentMLflowLogger
-
-    # The command reports the delivery outcome itself (run link, or where the record was kept): no duplicate log lines.
-    logging.getLogger("kagent_mlflow.delivery").setLevel(logging.ERROR)
     try:
         check_question(question)
-        logger = KagentMLflowLogger(
-            mlflow_tracking_uri=tracking_uri,
-            a2a_url=a2a_url,
-            experiment_name=experiment,
-            s3_endpoint_url=s3_endpoint_url,
-            aws_access_key_id=aws_access_key_id,
-            aws_secret_access_key=aws_secret_access_key,
-            a2a_token=token,
-            flush_timeout=flush_timeout,
-            run_id_timeout=flush_timeout,
-        )
     except KagentMlflowError as err:
         raise fail(str(err), EXIT_BAD_INPUT) from None
+    logger = open_logger(
+        mlflow_tracking_uri=tracking_uri,
+        a2a_url=a2a_url,
+        experiment_name=experiment,
+        s3_endpoint_url=s3_endpoint_url,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+        a2a_token=token,
+        flush_timeout=flush_timeout,
+    )
     with logger:
-        from .ui import first_use_notice
-
-        if notice := first_use_notice(logger.settings):
-            typer.echo(notice, err=True)
         if not as_json:
             print_header(question, logger)
         from .cli_live import LivePrinter
@@ -144,21 +141,13 @@ def ask(
 
 @app.command()
 def chat(
-    a2a_url: Annotated[str | None, typer.Option(help="A2A endpoint of the agent (env A2A_URL).")] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI; unset = local store (env MLFLOW_TRACKING_URI).")
-    ] = None,
-    experiment: Annotated[
-        str | None, typer.Option(help="MLflow experiment (env MLFLOW_EXPERIMENT, MLFLOW_EXPERIMENT_NAME).")
-    ] = None,
-    s3_endpoint_url: Annotated[
-        str | None, typer.Option(help="S3/MinIO endpoint for artifacts (env MLFLOW_S3_ENDPOINT_URL).")
-    ] = None,
-    aws_access_key_id: Annotated[str | None, typer.Option(help="S3 access key (env AWS_ACCESS_KEY_ID).")] = None,
-    aws_secret_access_key: Annotated[
-        str | None, typer.Option(help="S3 secret key (env AWS_SECRET_ACCESS_KEY).")
-    ] = None,
-    token: Annotated[str | None, typer.Option(help="Bearer token for the agent (env A2A_TOKEN).")] = None,
+    a2a_url: A2aUrl = None,
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = None,
+    s3_endpoint_url: S3EndpointUrl = None,
+    aws_access_key_id: AwsAccessKeyId = None,
+    aws_secret_access_key: AwsSecretAccessKey = None,
+    token: Token = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 120.0,
     stream: Annotated[
         bool, typer.Option("--stream/--no-stream", help="Print answers as they arrive (when the agent streams).")
@@ -174,31 +163,19 @@ def chat(
     """Chat with the agent: one conversation (the agent keeps its context), every turn logged as its own run and
     trace, grouped as one MLflow session. /new starts a new conversation, /exit leaves. Piped stdin: one question
     per line."""
-    import logging
-
     from .cli_chat import logging_summary, run_chat
-    from .logger import KagentMLflowLogger
 
-    logging.getLogger("kagent_mlflow.delivery").setLevel(logging.ERROR)
-    try:
-        logger = KagentMLflowLogger(
-            mlflow_tracking_uri=tracking_uri,
-            a2a_url=a2a_url,
-            experiment_name=experiment,
-            s3_endpoint_url=s3_endpoint_url,
-            aws_access_key_id=aws_access_key_id,
-            aws_secret_access_key=aws_secret_access_key,
-            a2a_token=token,
-            flush_timeout=flush_timeout,
-            run_id_timeout=flush_timeout,
-        )
-    except KagentMlflowError as err:
-        raise fail(str(err), EXIT_BAD_INPUT) from None
+    logger = open_logger(
+        mlflow_tracking_uri=tracking_uri,
+        a2a_url=a2a_url,
+        experiment_name=experiment,
+        s3_endpoint_url=s3_endpoint_url,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+        a2a_token=token,
+        flush_timeout=flush_timeout,
+    )
     with logger:
-        from .ui import first_use_notice
-
-        if notice := first_use_notice(logger.settings):
-            typer.echo(notice, err=True)
         interactive = sys.stdin.isatty()
         history = logger.settings.home.expanduser() / "chat_history" if interactive else None
         tally = run_chat(logger, stream=stream, timeout=timeout, interactive=interactive, history=history)
@@ -211,6 +188,24 @@ def chat(
         raise typer.Exit(EXIT_RECORD_LOST)
     if tally.failed:
         raise fail(f"{tally.failed} of {tally.turns} turn(s) got no answer", EXIT_AGENT_FAILED)
+
+
+def open_logger(**options: Any) -> Any:
+    """The ``KagentMLflowLogger`` of a command that asks (bad settings: one line, exit 2). The delivery log is quieted:
+    the command reports the outcome itself (run link, or where the record was kept). Announces a first local store."""
+    import logging
+
+    from .logger import KagentMLflowLogger
+    from .ui import first_use_notice
+
+    logging.getLogger("kagent_mlflow.delivery").setLevel(logging.ERROR)
+    try:
+        logger = KagentMLflowLogger(**options, run_id_timeout=options["flush_timeout"])
+    except KagentMlflowError as err:
+        raise fail(str(err), EXIT_BAD_INPUT) from None
+    if notice := first_use_notice(logger.settings):
+        typer.echo(notice, err=True)
+    return logger
 
 
 def settle_delivery(logger: Any, result: Any, flush_timeout: float) -> tuple[str, dict[str, Any]]:
