@@ -94,8 +94,13 @@ def test_the_question_its_answer_usage_and_tool_span_show_in_the_mlflow_ui(
             dismiss_tips(page)
             search.fill(QUESTION)
             search.press("Enter")
-            row = page.get_by_text(QUESTION, exact=True).first
-            row.wait_for()
+            # The list shows the request as MLflow previews it: the question alone, or JSON-quoted.
+            row = page.get_by_text(re.compile(rf'^"?{re.escape(QUESTION)}"?$')).first
+            try:
+                row.wait_for()
+            except Exception:
+                page.screenshot(path=shots / "search-failed.png", full_page=True)  # what the page showed instead
+                raise
             page.screenshot(path=shots / "1-traces-found-by-question.png")
 
             row.click()
